@@ -1,0 +1,16 @@
+"""dpai: DPaI (Differentiable Pruning at Initialization, ICLR 2025) and the PaI baselines.
+
+    import dpai
+    model = dpai.create_model("resnet20", num_classes=10, in_channels=3, image_size=32)
+    mask = dpai.prune(model, method="dpai", sparsity=0.99, seed=0)
+    dpai.topology(model, mask)
+"""
+from .budget import erk_budget, erk_density, global_budget, layer_budget, uniform_budget
+from .device import resolve_device
+from .mask import Mask
+from .models import MODELS, create_model, num_prunable, prunable_layers
+from .pruners import DATA_DRIVEN, METHODS, method_params, prune
+
+__all__ = ["MODELS", "METHODS", "DATA_DRIVEN", "Mask", "create_model", "prune", "method_params",
+           "prunable_layers", "num_prunable", "erk_budget", "erk_density", "uniform_budget",
+           "global_budget", "layer_budget", "resolve_device"]
