@@ -14,3 +14,10 @@ from .pruners import DATA_DRIVEN, METHODS, method_params, prune
 __all__ = ["MODELS", "METHODS", "DATA_DRIVEN", "Mask", "create_model", "prune", "method_params",
            "prunable_layers", "num_prunable", "erk_budget", "erk_density", "uniform_budget",
            "global_budget", "layer_budget", "resolve_device"]
+from .paths import PathNetwork, topology  # noqa: E402
+__all__ += ["PathNetwork", "topology"]
+from .train import TrainConfig, train  # noqa: E402
+__all__ += ["TrainConfig", "train"]
+from .data import DATASETS, Data, ScoringSample, scoring_batches  # noqa: E402
+from .paths import log_paths_reference  # noqa: E402
+__all__ += ["DATASETS", "Data", "ScoringSample", "scoring_batches", "log_paths_reference"]

@@ -1,1 +1,54 @@
-"""(being written)"""
+"""GraSP (Wang et al. 2020): keep the weights whose removal would most reduce gradient flow.
+
+Removing weights changes the gradient norm, to first order, by 2 * delta^T H g with delta = -W
+on the removed entries. Per weight that change is proportional to S = -W * Hg: a large S means
+removing the weight raises (or least lowers) the gradient norm, so the original code REMOVES the
+largest S and keeps the rest (`keep = S <= threshold`). We keep the k largest W * Hg, which is
+the same set. Its extra normalisation of S by |sum S| is positive and changes no order.
+"""
+import math
+
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from ..budget import global_budget
+from ..device import model_device
+from ..mask import Mask
+from . import register
+from .scoring import batches_on, data_info, loss_grads, weights, working_copy
+from .select import global_topk
+
+
+def grasp_hg(work, batches, temperature: float) -> dict[str, torch.Tensor]:
+    """Hg for the loss on logits / temperature, as the original: g summed over the batches
+    without graph, then z = sum_b grad_b . g with graph, and Hg = dz/dW."""
+    g = loss_grads(work, batches, temperature)
+    ws = weights(work)
+    hg = None
+    # the math attention kernel is the one with a double backward (fused ones have none)
+    with sdpa_kernel(SDPBackend.MATH):
+        for batch in batches:
+            grads = loss_grads(work, [batch], temperature, create_graph=True)
+            z = sum((grads[n] * g[n]).sum() for n in ws)
+            part = torch.autograd.grad(z, list(ws.values()))
+            hg = list(part) if hg is None else [h + p for h, p in zip(hg, part)]
+    return dict(zip(ws, hg))
+
+
+def grasp_scores(work, batches, temperature: float = 200.0) -> dict[str, torch.Tensor]:
+    """The keep score W * Hg (= minus GraSP's S): the largest are kept."""
+    ws = weights(work)
+    return {n: (ws[n] * h).detach() for n, h in grasp_hg(work, batches, temperature).items()}
+
+
+@register("grasp", needs_data=True)
+def grasp(model, sparsity, *, seed, data=None, temperature: float = 200.0):
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
+            or not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature={temperature!r} must be a positive number")
+    k = global_budget(model, sparsity)
+    batches = batches_on(data, model_device(model))
+    # train mode: BatchNorm normalises with the batch statistics, as in the original
+    scores = grasp_scores(working_copy(model, train=True), batches, float(temperature))
+    g = torch.Generator().manual_seed(seed)
+    return Mask(global_topk(scores, k, g), data_info(batches))

@@ -1,0 +1,211 @@
+"""Sparse training as in the paper (dpai-method.md section 7): SGD + MultiStepLR + cross-entropy,
+with the mask holding throughout (pruned weights exactly 0 after every optimizer step).
+
+    config = TrainConfig(epochs=160, lr=0.1, milestones=[60, 120])
+    result = train(model, mask, train_batches, test_batches, config)
+    result["final_test_acc"], result["epochs"][-1]
+
+`train_batches(epoch)` and `test_batches()` are callables returning iterables of (x, y); the
+data layer seeds and shuffles, this module only consumes. Epochs are numbered from 0, the same
+index that `train_batches` receives and that `milestones` refer to.
+"""
+import contextlib
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .device import model_device, resolve_device
+from .mask import Mask
+from .models import prunable_layers
+
+
+@dataclass
+class TrainConfig:
+    # number of passes over the training set
+    epochs: int = 160
+    # images per optimizer step (the data layer batches with it; recorded here with the run)
+    batch_size: int = 128
+    # initial SGD learning rate
+    lr: float = 0.1
+    # SGD momentum, 0 <= momentum < 1
+    momentum: float = 0.9
+    # L2 weight decay added to the gradient by SGD
+    weight_decay: float = 1e-4
+    # epochs (0-based) at whose start the lr is multiplied by gamma, strictly increasing
+    milestones: list[int] = field(default_factory=lambda: [60, 120])
+    # lr factor at each milestone, 0 < gamma <= 1
+    gamma: float = 0.1
+    # Nesterov momentum (needs momentum > 0)
+    nesterov: bool = False
+    # bf16 autocast on CUDA (BatchNorm stays fp32); ignored on CPU, which trains in fp32
+    amp: bool = True
+
+    def __post_init__(self):
+        def bad(key, allowed):
+            raise ValueError(f"train.{key}={getattr(self, key)!r} is invalid: {allowed}")
+
+        def is_int(v):
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        def is_real(v):
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+        for key in ("epochs", "batch_size"):
+            if not is_int(getattr(self, key)) or getattr(self, key) < 1:
+                bad(key, "must be an integer >= 1")
+        if not is_real(self.lr) or self.lr <= 0:
+            bad("lr", "must be a number > 0")
+        if not is_real(self.momentum) or not 0 <= self.momentum < 1:
+            bad("momentum", "must be a number in [0, 1)")
+        if not is_real(self.weight_decay) or self.weight_decay < 0:
+            bad("weight_decay", "must be a number >= 0")
+        if not is_real(self.gamma) or not 0 < self.gamma <= 1:
+            bad("gamma", "must be a number in (0, 1]")
+        for key in ("nesterov", "amp"):
+            if not isinstance(getattr(self, key), bool):
+                bad(key, "must be true or false")
+        if self.nesterov and self.momentum == 0:
+            bad("nesterov", "needs momentum > 0")
+        ms = self.milestones
+        if (not isinstance(ms, (list, tuple)) or not all(is_int(m) and m >= 1 for m in ms)
+                or any(a >= b for a, b in zip(ms, ms[1:]))):
+            bad("milestones", "must be a strictly increasing list of integers >= 1")
+        self.milestones = list(ms)  # params.yaml gives a list, Python callers may give a tuple
+
+    @classmethod
+    def from_dict(cls, params: dict) -> "TrainConfig":
+        """Build from a params.yaml `train:` block, rejecting unknown keys."""
+        allowed = [f.name for f in fields(cls)]
+        for key in params:
+            if key not in allowed:
+                raise ValueError(f"train.{key} is not a training parameter; allowed: {allowed}")
+        return cls(**params)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _to(t: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    """Move a batch tensor to the device without blocking (no-op when already there)."""
+    if channels_last and t.dim() == 4:
+        return t.to(device, non_blocking=True, memory_format=torch.channels_last)
+    return t.to(device, non_blocking=True)
+
+
+def _run_epoch(model, batches, device, autocast, channels_last, optimizer=None, step=None):
+    """One pass; returns (loss sum, correct count, n) with the sums still on the device.
+
+    Sums are device tensors so the loop never waits for the device (no .item() per batch)."""
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    n = 0
+    for x, y in batches:
+        x, y = _to(x, device, channels_last), _to(y, device, False)
+        with autocast:
+            out = model(x)
+            loss = F.cross_entropy(out, y)
+        if optimizer is not None:
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            step()
+        loss_sum.add_(loss.detach().float(), alpha=y.shape[0])
+        correct.add_((out.detach().argmax(1) == y).sum())
+        n += y.shape[0]
+    return loss_sum, correct, n
+
+
+def train(model: nn.Module, mask: Mask | None, train_batches, test_batches, config: TrainConfig,
+          *, device=None, progress: bool = True, log=print, on_step=None) -> dict:
+    """Train `model` in place with `mask` held fixed (mask=None: dense) and return the metrics.
+
+    device: None = the model's device (a string like "cuda" or "auto" or a torch.device moves
+    the model there). log: called with one line per epoch (None: silent). on_step(step): called
+    after every optimizer step with the 1-based global step count (for tests and monitoring;
+    it runs inside the inner loop, so it must not sync the device unless that is the point).
+    """
+    if not isinstance(config, TrainConfig):
+        raise ValueError(f"config={type(config).__name__} must be a dpai.train.TrainConfig")
+    if device is None:
+        device = model_device(model)
+    else:
+        device = resolve_device(device) if isinstance(device, str) else torch.device(device)
+        model.to(device)
+    cuda = device.type == "cuda"
+    if cuda:
+        model.to(memory_format=torch.channels_last)  # faster convs on tensor cores
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cuda and config.amp
+                else contextlib.nullcontext())
+
+    weights, masks = [], []
+    if mask is not None:
+        mask = mask if isinstance(mask, Mask) else Mask(mask)
+        mask.apply(model)  # validates layer names and shapes, zeroes the pruned weights
+        for name, m in prunable_layers(model).items():
+            # float 0/1 masks prepared once, in the weight's dtype, device and memory format
+            weights.append(m.weight)
+            masks.append(torch.zeros_like(m.weight).copy_(mask[name]))
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay, nesterov=config.nesterov)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, config.milestones, config.gamma)
+    steps = 0
+
+    def step():
+        nonlocal steps
+        if masks:
+            # Exact: SGD's update of a weight reads only its own grad, weight and momentum
+            # buffer. With grad = 0 and weight = 0 there, d = g + wd * w = 0, the buffer
+            # b = mu * b + d starts at 0 and stays 0, (nesterov d + mu * b = 0) and
+            # w - lr * 0 = 0: every term is an exact 0 in floating point, so pruned weights
+            # (and their momentum) stay exactly 0. One fused call over all prunable grads.
+            torch._foreach_mul_([w.grad for w in weights], masks)
+        optimizer.step()
+        steps += 1
+        if on_step is not None:
+            on_step(steps)
+
+    emit = (tqdm.write if log is print else log) if log is not None else None
+    records, start = [], time.perf_counter()
+    bar = tqdm(range(config.epochs), desc="train", unit="epoch", disable=not progress)
+    for epoch in bar:
+        t0, lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
+        model.train()
+        tr_loss, tr_correct, tr_n = _run_epoch(model, train_batches(epoch), device, autocast,
+                                               cuda, optimizer, step)
+        tr_loss, tr_correct = tr_loss.item(), tr_correct.item()  # the epoch's one sync
+        step_seconds = time.perf_counter() - t0
+        if tr_n == 0:
+            raise ValueError(f"train_batches({epoch}) yielded no batches")
+        scheduler.step()
+        model.eval()
+        with torch.inference_mode():
+            te_loss, te_correct, te_n = _run_epoch(model, test_batches(), device, autocast, cuda)
+            te_loss, te_correct = te_loss.item(), te_correct.item()
+        if te_n == 0:
+            raise ValueError("test_batches() yielded no batches")
+        rec = {"epoch": epoch, "lr": lr,
+               "train_loss": tr_loss / tr_n, "train_acc": 100.0 * tr_correct / tr_n,
+               "test_loss": te_loss / te_n, "test_acc": 100.0 * te_correct / te_n,
+               "seconds": time.perf_counter() - t0, "step_seconds": step_seconds}
+        records.append(rec)
+        bar.set_postfix(loss=f"{rec['train_loss']:.3f}", test_acc=f"{rec['test_acc']:.2f}")
+        if emit is not None:
+            emit(f"epoch {epoch} of {config.epochs} lr {lr:.4g} "
+                 f"train_loss {rec['train_loss']:.4f} train_acc {rec['train_acc']:.2f} "
+                 f"test_loss {rec['test_loss']:.4f} test_acc {rec['test_acc']:.2f} "
+                 f"({rec['seconds']:.1f}s)")
+    bar.close()
+
+    best = max(records, key=lambda r: r["test_acc"])  # first epoch reaching the maximum
+    return {"epochs": records, "final_test_acc": records[-1]["test_acc"],
+            "best_test_acc": best["test_acc"], "best_epoch": best["epoch"],
+            "final_train_acc": records[-1]["train_acc"],
+            "train_seconds": time.perf_counter() - start, "steps": steps}
+
+
+__all__ = ["TrainConfig", "train"]

@@ -1,0 +1,100 @@
+"""DPaI: the straight-through gradient, the update rule, and the reference behaviour."""
+import pytest
+import torch
+
+import dpai
+from dpai.paths import PathNetwork
+from dpai.pruners.dpai_method import DPaI
+
+
+def small_model():
+    return dpai.create_model("resnet20", num_classes=10, in_channels=1, image_size=8, seed=0)
+
+
+def test_ste_gradient_and_update_rule():
+    """With alpha=0 and plain SGD (lr 1) one step moves S by dlogP/dM * sign(S), the
+    straight-through gradient of M = topk(|S|) computed here independently by autograd."""
+    model = small_model()
+    search = DPaI(model, 0.9, seed=0, alpha=0.0, lr=1.0, optimizer="sgd")
+    before = search.scores.detach().clone()
+    # independent STE: M = hard + |S| - |S|.detach() has dM/dS = sign(S)
+    s = before.clone().requires_grad_(True)
+    hard = search._hard_mask()
+    ste = hard + s.abs() - s.abs().detach()
+    views = {n: m.view(sh) for n, m, sh in zip(search.names, ste.split(search.sizes),
+                                                search.shapes)}
+    PathNetwork(model, "reference")(views).backward()
+    search.step()
+    # (hard + |s| - |s|) differs from hard by float rounding, hence the tolerance
+    torch.testing.assert_close(search.scores.detach() - before, s.grad, rtol=1e-3, atol=1e-6)
+    assert s.grad.abs().sum() > 0
+
+
+def test_node_and_kernel_terms_only_touch_dead_units():
+    """alpha=1, beta=0: only weights into dead output channels move."""
+    model = small_model()
+    search = DPaI(model, 0.99, seed=0, alpha=1.0, beta=0.0, lr=1.0, optimizer="sgd")
+    before = search.scores.detach().clone()
+    mask = search.mask()
+    topo = dpai.topology(model, mask)
+    search.step()
+    moved = (search.scores.detach() != before)
+    for name, part, shape in zip(search.names, moved.split(search.sizes), search.shapes):
+        layer = topo["layers"][name]
+        if layer["effective_nodes"] == layer["nodes"]:
+            assert not part.any(), name
+
+
+def test_mask_is_exact_deterministic_and_weight_independent():
+    model = small_model()
+    a = dpai.prune(model, "dpai", 0.99, seed=1, steps=30)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_()
+    b = dpai.prune(model, "dpai", 0.99, seed=1, steps=30)
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    assert a.kept_per_layer() == dpai.erk_budget(model, 0.99)
+    c = dpai.prune(model, "dpai", 0.99, seed=2, steps=30)
+    assert any(not torch.equal(a[n], c[n]) for n in a)
+
+
+def test_trajectory_is_recorded():
+    mask = dpai.prune(small_model(), "dpai", 0.9, seed=0, steps=7)
+    traj = mask.info["trajectory"]
+    assert traj["step"] == list(range(7))
+    for key in ("objective", "log_paths", "nodes", "kernels", "params"):
+        assert len(traj[key]) == 7 and all(isinstance(v, float) for v in traj[key])
+    assert mask.info["params"]["alpha"] == 0.99 and mask.info["params"]["steps"] == 7
+
+
+@pytest.mark.parametrize("key,value", [("alpha", 1.5), ("beta", -0.1), ("lr", 0.0),
+                                       ("steps", -1), ("optimizer", "rmsprop")])
+def test_bad_parameters(key, value):
+    with pytest.raises(ValueError, match=f"{key}="):
+        dpai.prune(small_model(), "dpai", 0.9, seed=0, **{key: value})
+
+
+# dpai-method.md section 5, measured with the authors' code (ResNet-20, CIFAR-10 shape):
+# (sparsity, log P at step 0, final log P, final nodes, final kernels, final effective params)
+REFERENCE = {
+    0.9: dict(log_paths0=(92.0, 92.7), log_paths=(102.3, 103.6), nodes=(665, 720),
+              kernels=(10_400, 13_000), params=(27_000, 27_104)),
+    0.99: dict(log_paths0=(42.5, 44.0), log_paths=(69.5, 73.0), nodes=(255, 300),
+               kernels=(1_400, 1_540), params=(2_660, 2_718)),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sparsity", [0.9, 0.99])
+def test_reference_behaviour_resnet20_cifar10(sparsity):
+    """Paper defaults, seeds 0, 1, 2: log-paths rise, nodes and kernels fall, the objective
+    goes down (Adam cancels the alpha weighting), by the amounts the reference code gives."""
+    model = dpai.create_model("resnet20", num_classes=10, in_channels=3, image_size=32)
+    ref = REFERENCE[sparsity]
+    for seed in (0, 1, 2):
+        traj = dpai.prune(model, "dpai", sparsity, seed=seed).info["trajectory"]
+        assert ref["log_paths0"][0] <= traj["log_paths"][0] <= ref["log_paths0"][1]
+        for key in ("log_paths", "nodes", "kernels", "params"):
+            lo, hi = ref[key]
+            assert lo <= traj[key][-1] <= hi, (seed, key, traj[key][-1])
+        assert traj["objective"][-1] < traj["objective"][0]
