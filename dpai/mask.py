@@ -104,12 +104,13 @@ class Mask(dict):
                            for n in self},
                 "info": self.info}
 
-    def save(self, path) -> Path:
-        """Write `path` (torch file of bool tensors + info) and `path` with suffix .json."""
+    def save(self, path, **extra) -> Path:
+        """Write `path` (torch file of bool tensors + info) and `path` with suffix .json (the
+        sparsity report plus any `extra` JSON-able entries, e.g. topology=dpai.topology(...))."""
         path = Path(path)
         cpu = {n: t.cpu() for n, t in self.items()}
         atomic_write(path, lambda tmp: torch.save({"masks": cpu, "info": self.info}, tmp))
-        write_json(path.with_suffix(".json"), self.report())
+        write_json(path.with_suffix(".json"), {**self.report(), **extra})
         return path
 
     @classmethod

@@ -64,26 +64,30 @@ class DPaI:
         views = {n: m.view(s) for n, m, s in zip(self.names, mask.split(self.sizes), self.shapes)}
         log_paths = self.network(views)
         (grad_mask,) = torch.autograd.grad(log_paths, mask)
-        grad = grad_mask * self.scores.detach().sign()  # straight-through estimator
-        effective = (grad.abs() * mask.detach()) > 0
-        dead_node, dead_kernel, nodes, kernels = [], [], [], []
-        for part, shape in zip(effective.split(self.sizes), self.shapes):
-            part = part.view(shape[0], shape[1], -1)
-            kernel_alive = part.any(2)
+        # straight-through estimator: dlogP/dS = dlogP/dM * sign(S); |G| * M > 0 <=> effective
+        grad = grad_mask * self.scores.detach().sign()
+        effective = (grad_mask != 0) & (mask.detach() > 0)
+        # score gradient = -G * ((1-a) + a(1-b) [node dead] + a b [kernel dead]), built per
+        # (out, in) kernel and broadcast over its taps
+        a, b = self.alpha, self.beta
+        factor = torch.empty_like(grad)
+        nodes, kernels = [], []
+        for part, out, shape in zip(effective.split(self.sizes), factor.split(self.sizes),
+                                    self.shapes):
+            kernel_alive = part.view(shape[0], shape[1], -1).any(2)
             node_alive = kernel_alive.any(1)
             nodes.append(node_alive.sum())
             kernels.append(kernel_alive.sum())
-            dead_node.append((~node_alive)[:, None, None].expand_as(part).flatten())
-            dead_kernel.append((~kernel_alive)[:, :, None].expand_as(part).flatten())
-        node_term = grad * torch.cat(dead_node)
-        kernel_term = grad * torch.cat(dead_kernel)
-        a, b = self.alpha, self.beta
-        self.scores.grad = -((1 - a) * grad + a * ((1 - b) * node_term + b * kernel_term))
+            per_kernel = ((1 - a) + a * (1 - b) * (~node_alive)[:, None].float()
+                          + a * b * (~kernel_alive).float())
+            out.view(shape[0], shape[1], -1).copy_(per_kernel[:, :, None].expand(
+                shape[0], shape[1], out.numel() // (shape[0] * shape[1])))
+        self.scores.grad = grad.mul_(factor).neg_()
         self.optimizer.step()
-        nodes, kernels = torch.stack(nodes).sum(), torch.stack(kernels).sum()
-        objective = (1 - a) * log_paths.detach() + a * ((1 - b) * torch.log(nodes.float())
-                                                        + b * torch.log(kernels.float()))
-        return torch.stack([objective, log_paths.detach(), nodes.float(), kernels.float(),
+        nodes, kernels = torch.stack(nodes).sum().float(), torch.stack(kernels).sum().float()
+        objective = (1 - a) * log_paths.detach() + a * ((1 - b) * torch.log(nodes)
+                                                        + b * torch.log(kernels))
+        return torch.stack([objective, log_paths.detach(), nodes, kernels,
                             effective.sum().float()])
 
     def run(self, steps: int, progress: bool = False, check_every: int = 100) -> dict:
