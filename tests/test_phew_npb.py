@@ -61,7 +61,8 @@ def test_phew_exact_global_count():
     for sparsity in SPARSITIES:
         mask = dpai.prune(model, "phew", sparsity, seed=0)
         assert mask.num_kept == global_budget(model, sparsity), sparsity
-        assert all(mask[n].device == m.weight.device for n, m in dpai.prunable_layers(model).items())
+        assert all(mask[n].device == m.weight.device
+                   for n, m in dpai.prunable_layers(model).items())
 
 
 def test_npb_exact_erk_count_per_layer():
@@ -70,7 +71,8 @@ def test_npb_exact_erk_count_per_layer():
         mask = dpai.prune(model, "npb", sparsity, seed=0)
         assert mask.kept_per_layer() == erk_budget(model, sparsity), sparsity
         assert mask.info["time_limited"] == 0
-        assert all(mask[n].device == m.weight.device for n, m in dpai.prunable_layers(model).items())
+        assert all(mask[n].device == m.weight.device
+                   for n, m in dpai.prunable_layers(model).items())
 
 
 @pytest.mark.parametrize("method", ["phew", "npb"])

@@ -144,7 +144,7 @@ def solve_chunk(paths: np.ndarray, n_out: int, budget: int, taps: int, alpha: fl
     a = sp.vstack([
         row(np.r_[np.ones(n_in), np.zeros(2 * n_in + 1)]),               # sum X = budget
         sp.hstack([-eye, eye, zero, col]),                                # K <= X
-        sp.hstack([eye, -2 * taps * eye, zero, col]),                         # X <= T K
+        sp.hstack([eye, -taps * eye, zero, col]),                         # X <= T K
         sp.hstack([zero, -eye, eye, col]),                                # u <= K
         row(np.r_[np.zeros(n_in), -live, np.zeros(n_in), 1.0]),          # V <= sum K (live)
     ], format="csr")
@@ -157,7 +157,8 @@ def solve_chunk(paths: np.ndarray, n_out: int, budget: int, taps: int, alpha: fl
     if res.x is None:
         raise RuntimeError(f"npb: the solver found no solution for a {n_out}x{n_in} chunk "
                            f"(status {res.status}: {res.message}); raise time_limit")
-    total, kernels = np.rint(res.x[:n_in]).astype(np.int64), np.rint(res.x[n_in:2 * n_in]).astype(np.int64)
+    total = np.rint(res.x[:n_in]).astype(np.int64)
+    kernels = np.rint(res.x[n_in:2 * n_in]).astype(np.int64)
     if total.sum() != budget:
         raise RuntimeError(f"npb: the solver kept {total.sum()} taps instead of {budget}")
     return layout(total, kernels, n_out), res.status == 1
@@ -274,7 +275,8 @@ def _check(alpha, beta, chunk_size, max_taps, time_limit, effective_only, fine_t
             ("beta", beta, isinstance(beta, number) and beta >= 0, ">= 0"),
             ("chunk_size", chunk_size, isinstance(chunk_size, int) and chunk_size >= 1,
              "an integer >= 1"),
-            ("max_taps", max_taps, max_taps is None or (isinstance(max_taps, int) and max_taps >= 1),
+            ("max_taps", max_taps,
+             max_taps is None or (isinstance(max_taps, int) and max_taps >= 1),
              "None (the kernel area) or an integer >= 1"),
             ("time_limit", time_limit, isinstance(time_limit, number) and time_limit > 0, "> 0"),
             ("effective_only", effective_only, isinstance(effective_only, bool), "True or False"),

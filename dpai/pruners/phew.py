@@ -75,7 +75,8 @@ class _Layer:
 
     def __init__(self, module, offset: int, tap: str, next_in: int | None):
         if isinstance(module, torch.nn.Conv2d) and module.groups != 1:
-            raise ValueError(f"phew: grouped convolutions (groups={module.groups}) are not supported")
+            raise ValueError(f"phew: groups={module.groups} (grouped convolution) is not "
+                             f"supported, only groups=1")
         w = module.weight.detach().to("cpu", torch.float64).abs()
         self.c_out, self.c_in = w.shape[:2]
         w = w.reshape(self.c_out, self.c_in, -1)
@@ -191,7 +192,8 @@ class _Walker:
             unit, step, dim = new_unit, new_step, new_dim
 
     def _seeds(self, n: int, forward: bool):
-        layer = self.layers[self.stages[0][0][0]] if forward else self.layers[self.stages[-1][0][-1]]
+        name = self.stages[0][0][0] if forward else self.stages[-1][0][-1]
+        layer = self.layers[name]
         units = layer.c_in if forward else layer.c_out
         start = self.next_seed[forward]
         self.next_seed[forward] = (start + n) % units
@@ -203,7 +205,9 @@ class _Walker:
         size = 2
         kept = 0
         while (missing := self.budget - kept) > 0:
-            size = min(MAX_WALKS, max(size if stalled else 2, 2 * -(-missing // (2 * self.max_steps))))
+            # about one walk per `max_steps` missing weights (even: forward/backward pairs)
+            wanted = 2 * -(-missing // (2 * self.max_steps))
+            size = min(MAX_WALKS, max(size if stalled else 2, wanted))
             half = size // 2
             records = []
             order = torch.arange(size)
@@ -246,6 +250,9 @@ def phew(model, sparsity, *, seed, data=None, tap: str = "uniform"):
         walker.kept[:] = True                   # dense: no walk needed (zero-norm kernels included)
     elif budget > 0:
         walks = walker.run()
-    masks = {n: walker.kept[l.offset:l.offset + m.weight.numel()].view_as(m.weight).to(m.weight.device)
-             for (n, m), l in zip(layers.items(), walker.layers.values())}
+    masks = {}
+    for name, m in layers.items():
+        start = walker.layers[name].offset
+        kept = walker.kept[start:start + m.weight.numel()]
+        masks[name] = kept.view_as(m.weight).to(m.weight.device)
     return Mask(masks, {"walks": walks})
