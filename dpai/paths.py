@@ -6,7 +6,8 @@ activation and dropout layer replaced by the identity; pooling, flattening and r
 stay. Two modes:
 
 - "reference": what the DPaI authors' code computes and optimises. Each prunable layer divides
-  its input by the input's maximum (inside the autograd graph) and log(max) is accumulated;
+  its input by the input's maximum (inside the autograd graph; an all-zero input keeps scale 1
+  instead of dividing by 0, see PathLayer) and log(max) is accumulated;
   log P = log(sum of the output) + sum of log(max). Average pooling still averages. Because
   each branch is normalised separately, residual sums are unequal: this is NOT the exact
   number of paths (dpai-method.md section 3).
@@ -49,9 +50,12 @@ class PathLayer(nn.Module):
         net = self.net[0]
         if net.mode == "reference":
             top = x.amax()
+            # An all-zero input (a layer cut off by extreme sparsity; its residual sum may still
+            # carry paths) would make the reference divide by 0: log P = -inf and NaN gradients.
+            # Its scale is then taken as 1, which changes nothing where the reference is finite.
+            top = torch.where(top > 0, top, torch.ones_like(top))
             net.log_scales.append(torch.log(top))
-            # a dead input (max 0) gives log 0 = -inf, the reference's value; avoid 0/0
-            x = x / torch.where(top > 0, top, torch.ones_like(top))
+            x = x / top
         weight = net.masks[self.name]
         return F.conv2d(x, weight, None, **self.kw) if self.conv else F.linear(x, weight)
 

@@ -10,6 +10,8 @@ Implementation notes (speed, same numbers): the scores live in one flat tensor s
 sign, the update and Adam are single ops over all layers; the mask is a leaf tensor and
 dlogP/dS = dlogP/dM * sign(S) (the STE); the trajectory stays on the device until the end.
 """
+import math
+
 import torch
 
 from ..budget import erk_budget
@@ -17,6 +19,7 @@ from ..mask import Mask
 from ..models import prunable_layers
 from ..paths import PathNetwork
 from . import register
+from .select import topk_indices
 
 OPTIMIZERS = ("adam", "sgd")
 
@@ -45,50 +48,62 @@ class DPaI:
         # drawn layer by layer in network order on the CPU: same scores on every device
         flat = torch.cat([torch.randn(s, generator=g).flatten() for s in self.shapes])
         self.scores = flat.to(device).requires_grad_(True)
-        self.optimizer = (torch.optim.Adam([self.scores], lr=lr) if optimizer == "adam"
+        # the fused kernel does Adam in one pass over the scores (4x faster on VGG-19's 20 M)
+        self.optimizer = (torch.optim.Adam([self.scores], lr=lr, fused=True) if optimizer == "adam"
                           else torch.optim.SGD([self.scores], lr=lr))
         self.network = PathNetwork(model, "reference")
         self.offsets = torch.tensor([0] + self.sizes[:-1]).cumsum(0).tolist()
+        self._mask, self._kept_index = None, None
 
-    def _hard_mask(self) -> torch.Tensor:
-        """Flat 0/1 float mask: per layer, the k largest |S|."""
+    def _select(self) -> list[torch.Tensor]:
+        """Per layer, the indices of its k largest |S| (the kept weights)."""
         magnitude = self.scores.detach().abs()
-        mask = torch.zeros_like(magnitude)
-        index = torch.cat([torch.topk(part, k, sorted=False).indices + off for part, k, off in
-                           zip(magnitude.split(self.sizes), self.k, self.offsets)])
-        return mask.index_fill_(0, index, 1.0)
+        return [topk_indices(part, k) for part, k in zip(magnitude.split(self.sizes), self.k)]
+
+    def _hard_mask(self, kept: list[torch.Tensor]) -> torch.Tensor:
+        """The flat 0/1 mask, updated in place: only the old and the new kept entries move."""
+        index = torch.cat([i + off for i, off in zip(kept, self.offsets)])
+        if self._kept_index is None:
+            self._mask = torch.zeros_like(self.scores, requires_grad=False)
+        else:
+            self._mask.index_fill_(0, self._kept_index, 0.0)
+        self._kept_index = index
+        return self._mask.index_fill_(0, index, 1.0)
 
     def step(self) -> torch.Tensor:
         """One update; returns [objective, log_paths, nodes, kernels, params] on the device."""
-        mask = self._hard_mask().requires_grad_(True)
+        kept = self._select()
+        mask = self._hard_mask(kept).detach().requires_grad_(True)
         views = {n: m.view(s) for n, m, s in zip(self.names, mask.split(self.sizes), self.shapes)}
         log_paths = self.network(views)
-        (grad_mask,) = torch.autograd.grad(log_paths, mask)
-        # straight-through estimator: dlogP/dS = dlogP/dM * sign(S); |G| * M > 0 <=> effective
-        grad = grad_mask * self.scores.detach().sign()
-        effective = (grad_mask != 0) & (mask.detach() > 0)
-        # score gradient = -G * ((1-a) + a(1-b) [node dead] + a b [kernel dead]), built per
-        # (out, in) kernel and broadcast over its taps
+        (grad,) = torch.autograd.grad(log_paths, mask)
+        # straight-through estimator: dlogP/dS = dlogP/dM * sign(S)
+        grad.mul_(self.scores.detach().sign())
+        # score gradient = -G * ((1-a) + a(1-b) [node dead] + a b [kernel dead]): one factor per
+        # (out, in) kernel, broadcast over its taps in place. A weight is effective when
+        # |G| * M > 0, so only the (few) kept entries need testing.
         a, b = self.alpha, self.beta
-        factor = torch.empty_like(grad)
-        nodes, kernels = [], []
-        for part, out, shape in zip(effective.split(self.sizes), factor.split(self.sizes),
-                                    self.shapes):
-            kernel_alive = part.view(shape[0], shape[1], -1).any(2)
+        nodes, kernels, params = [], [], []
+        for g, idx, shape in zip(grad.split(self.sizes), kept, self.shapes):
+            out, inp = shape[0], shape[1]
+            taps = g.numel() // (out * inp)
+            effective = g[idx] != 0
+            kernel_alive = torch.zeros(out * inp, device=g.device).index_add_(
+                0, idx // taps, effective.float()).view(out, inp) > 0
             node_alive = kernel_alive.any(1)
             nodes.append(node_alive.sum())
             kernels.append(kernel_alive.sum())
-            per_kernel = ((1 - a) + a * (1 - b) * (~node_alive)[:, None].float()
-                          + a * b * (~kernel_alive).float())
-            out.view(shape[0], shape[1], -1).copy_(per_kernel[:, :, None].expand(
-                shape[0], shape[1], out.numel() // (shape[0] * shape[1])))
-        self.scores.grad = grad.mul_(factor).neg_()
+            params.append(effective.sum())
+            factor = -((1 - a) + a * (1 - b) * (~node_alive)[:, None].float()
+                       + a * b * (~kernel_alive).float())
+            g.view(out, inp, taps).mul_(factor[:, :, None])
+        self.scores.grad = grad
         self.optimizer.step()
         nodes, kernels = torch.stack(nodes).sum().float(), torch.stack(kernels).sum().float()
         objective = (1 - a) * log_paths.detach() + a * ((1 - b) * torch.log(nodes)
                                                         + b * torch.log(kernels))
         return torch.stack([objective, log_paths.detach(), nodes, kernels,
-                            effective.sum().float()])
+                            torch.stack(params).sum().float()])
 
     def run(self, steps: int, progress: bool = False, check_every: int = 100) -> dict:
         from tqdm.auto import tqdm
@@ -99,7 +114,7 @@ class DPaI:
             if (t + 1) % check_every == 0 or t + 1 == steps:
                 # one host sync per `check_every` steps, not per step
                 last = rows[-1].tolist()
-                if not last[2] > 0 or last[1] != last[1]:
+                if not last[2] > 0 or not math.isfinite(last[1]):
                     raise ValueError(f"dpai: effective nodes reached {last[2]:.0f} (log-paths "
                                      f"{last[1]}) at step {t + 1}; the mask has collapsed")
                 bar.set_postfix(log_paths=f"{last[1]:.2f}", nodes=int(last[2]))
@@ -108,7 +123,7 @@ class DPaI:
         return {"step": list(range(steps)), **dict(zip(keys, table))}
 
     def mask(self) -> Mask:
-        flat = self._hard_mask().bool()
+        flat = self._hard_mask(self._select()).bool()
         return Mask({n: m.view(s) for n, m, s in zip(self.names, flat.split(self.sizes),
                                                       self.shapes)})
 
