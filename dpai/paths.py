@@ -112,13 +112,16 @@ class PathNetwork:
         self.masks: dict = {}
         self.log_scales: list = []
 
-    def __call__(self, masks: dict[str, torch.Tensor], scale: float = 1.0) -> torch.Tensor:
+    def __call__(self, masks: dict[str, torch.Tensor], scale: float = 1.0, parts: bool = False):
+        """Exact mode: the number of paths. Reference mode: log P, or with parts=True the pair
+        (sum of the normalised output, sum of the log scales), log P = log(first) + second."""
         self.masks, self.log_scales = masks, []
         try:
             out = self.net(self.input * scale if scale != 1.0 else self.input).sum()
             if self.mode == "exact":
                 return out
-            return torch.log(out) + torch.stack(self.log_scales).sum()
+            log_scale = torch.stack(self.log_scales).sum()
+            return (out, log_scale) if parts else torch.log(out) + log_scale
         finally:
             self.masks, self.log_scales = {}, []
 

@@ -171,7 +171,9 @@ def train(model: nn.Module, mask: Mask | None, train_batches, test_batches, conf
 
     emit = (tqdm.write if log is print else log) if log is not None else None
     records, start = [], time.perf_counter()
-    bar = tqdm(range(config.epochs), desc="train", unit="epoch", disable=not progress)
+    # progress=True draws the bar on a terminal only (tqdm: disable=None), never into logs
+    bar = tqdm(range(config.epochs), desc="train", unit="epoch",
+               disable=None if progress else True)
     for epoch in bar:
         t0, lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
         model.train()

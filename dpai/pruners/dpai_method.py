@@ -13,6 +13,7 @@ dlogP/dS = dlogP/dM * sign(S) (the STE); the trajectory stays on the device unti
 import math
 
 import torch
+from tqdm.auto import tqdm
 
 from ..budget import erk_budget
 from ..mask import Mask
@@ -75,8 +76,13 @@ class DPaI:
         kept = self._select()
         mask = self._hard_mask(kept).detach().requires_grad_(True)
         views = {n: m.view(s) for n, m, s in zip(self.names, mask.split(self.sizes), self.shapes)}
-        log_paths = self.network(views)
-        (grad,) = torch.autograd.grad(log_paths, mask)
+        total, log_scale = self.network(views, parts=True)
+        log_paths = torch.log(total) + log_scale
+        # A mask with no input-output path at all (possible at extreme sparsity) has log P =
+        # -inf and no gradient (the reference gets NaNs); the gradient of the path sum itself
+        # then points to the pruned weights that would reconnect it. Elsewhere: d log P.
+        target = torch.where(total > 0, torch.log(total.clamp_min(1e-30)), total) + log_scale
+        (grad,) = torch.autograd.grad(target, mask)
         # straight-through estimator: dlogP/dS = dlogP/dM * sign(S)
         grad.mul_(self.scores.detach().sign())
         # score gradient = -G * ((1-a) + a(1-b) [node dead] + a b [kernel dead]): one factor per
@@ -106,19 +112,25 @@ class DPaI:
                             torch.stack(params).sum().float()])
 
     def run(self, steps: int, progress: bool = False, check_every: int = 100) -> dict:
-        from tqdm.auto import tqdm
         rows = []
-        bar = tqdm(range(steps), desc="dpai", unit="step", disable=not progress, leave=False)
+        # a bar on a terminal only (disable=None), never in logs; a line per `check_every` steps
+        bar = tqdm(range(steps), desc="dpai", unit="step", disable=None if progress else True,
+                   leave=False)
         for t in bar:
             rows.append(self.step())
             if (t + 1) % check_every == 0 or t + 1 == steps:
                 # one host sync per `check_every` steps, not per step
                 last = rows[-1].tolist()
-                if not last[2] > 0 or not math.isfinite(last[1]):
-                    raise ValueError(f"dpai: effective nodes reached {last[2]:.0f} (log-paths "
-                                     f"{last[1]}) at step {t + 1}; the mask has collapsed")
                 bar.set_postfix(log_paths=f"{last[1]:.2f}", nodes=int(last[2]))
+                if progress:
+                    tqdm.write(f"dpai step {t + 1}/{steps}: objective {last[0]:.4f} log-paths "
+                               f"{last[1]:.2f} nodes {last[2]:.0f} kernels {last[3]:.0f} "
+                               f"effective params {last[4]:.0f}")
         table = torch.stack(rows).cpu().T.tolist() if rows else [[]] * 5
+        if rows and (not table[2][-1] > 0 or not math.isfinite(table[1][-1])):
+            # a start without paths may recover; an end without them is an error
+            raise ValueError(f"dpai: effective nodes {table[2][-1]:.0f}, log-paths "
+                             f"{table[1][-1]} after {steps} steps: the mask has collapsed")
         keys = ("objective", "log_paths", "nodes", "kernels", "params")
         return {"step": list(range(steps)), **dict(zip(keys, table))}
 

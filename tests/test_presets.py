@@ -1,0 +1,72 @@
+"""Every preset composes (as `dvc exp run -S preset=NAME` does) into valid params, and
+`-S sparsity=...` changes nothing else, so only mask, train and report rerun."""
+from pathlib import Path
+
+import pytest
+import yaml
+from dvc.utils.hydra import compose_and_dump
+
+import dpai
+
+ROOT = Path(__file__).resolve().parents[1]
+PRESETS = sorted(p.stem for p in (ROOT / "conf/preset").glob("*.yaml"))
+
+
+def compose(tmp_path, *overrides):
+    out = tmp_path / f"params-{len(list(tmp_path.iterdir()))}.yaml"
+    compose_and_dump(str(out), str(ROOT / "conf"), None, "config", str(ROOT), list(overrides))
+    return yaml.safe_load(out.read_text())
+
+
+def test_paper_presets_exist():
+    assert {"digits", "tiny", "resnet20_cifar10", "vgg19_cifar100",
+            "resnet18_tinyimagenet"} <= set(PRESETS)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_preset_is_valid_and_sparsity_only_changes_sparsity(tmp_path, preset):
+    params = compose(tmp_path, f"preset={preset}")
+    assert params["data"]["dataset"] in dpai.DATASETS
+    assert params["model"]["name"] in dpai.MODELS
+    for method in params["methods"]:
+        dpai.pruners.check_method(method, params["mask"][method])
+    dpai.TrainConfig.from_dict({k: v for k, v in params["train"].items()
+                                if k not in ("device", "init")})
+    changed = compose(tmp_path, f"preset={preset}", "sparsity=0.98")
+    assert changed.pop("sparsity") == 0.98
+    params.pop("sparsity")
+    assert changed == params
+
+
+def test_committed_params_are_the_default_composition(tmp_path):
+    """`dvc repro` reads params.yaml; it must equal what `dvc exp run` would compose."""
+    assert yaml.safe_load((ROOT / "params.yaml").read_text()) == compose(tmp_path)
+
+
+def test_only_mask_and_report_read_sparsity():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    readers = {name for name, stage in stages.items()
+               if "sparsity" in (stage.get("do", stage).get("params") or [])}
+    assert readers == {"mask", "report"}
+    assert stages["data"]["params"] == ["data"]
+
+
+@pytest.mark.parametrize("preset,values", [
+    ("resnet20_cifar10", dict(dataset="cifar10", model="resnet20", epochs=160, lr=0.1,
+                              milestones=[60, 120])),
+    ("vgg19_cifar100", dict(dataset="cifar100", model="vgg19_bn", epochs=160, lr=0.1,
+                            milestones=[60, 120])),
+    ("resnet18_tinyimagenet", dict(dataset="tiny-imagenet", model="resnet18", epochs=100,
+                                   lr=0.01, milestones=[30, 60, 80])),
+])
+def test_paper_hyperparameters(tmp_path, preset, values):
+    """dpai-method.md section 7 (paper Table 6): SGD momentum 0.9, batch 128, wd 1e-4."""
+    p = compose(tmp_path, f"preset={preset}")
+    assert p["data"]["dataset"] == values["dataset"] and p["model"]["name"] == values["model"]
+    train = p["train"]
+    assert (train["epochs"], train["lr"], train["milestones"]) == \
+        (values["epochs"], values["lr"], values["milestones"])
+    assert (train["momentum"], train["batch_size"], train["weight_decay"], train["gamma"]) == \
+        (0.9, 128, 1e-4, 0.1)
+    assert p["seeds"] == [0, 1, 2] and len(p["methods"]) == 10
+    assert p["mask"]["dpai"] == {"alpha": 0.99, "beta": 0.5, "lr": 0.005, "steps": 3000}
