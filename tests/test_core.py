@@ -70,6 +70,7 @@ def test_mask_roundtrip_report_and_apply(tmp_path):
     assert all(torch.equal(loaded[n], mask[n]) for n in mask)
     assert loaded.info["method"] == "random_erk"
     report = json.loads((tmp_path / "m.json").read_text())
+    assert dpai.mask.load_report(path) == report  # the public reader of that report
     assert report["kept"] == mask.num_kept and set(report["layers"]) == set(mask)
     assert [p.name for p in tmp_path.iterdir()] and not list(tmp_path.glob(".*tmp"))
     mask.apply(model)
