@@ -21,3 +21,7 @@ __all__ += ["TrainConfig", "train"]
 from .data import DATASETS, Data, ScoringSample, scoring_batches  # noqa: E402
 from .paths import log_paths_reference  # noqa: E402
 __all__ += ["DATASETS", "Data", "ScoringSample", "scoring_batches", "log_paths_reference"]
+from .train import NonFiniteLoss  # noqa: E402
+from .checkpoint import Checkpoint  # noqa: E402
+from . import config  # noqa: E402  (dpai.config.validate: the pipeline's parameter checks)
+__all__ += ["NonFiniteLoss", "Checkpoint", "config"]

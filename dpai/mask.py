@@ -5,7 +5,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .io import atomic_write, write_json
+from .io import write_json, write_torch
 from .models import prunable_layers
 
 
@@ -109,7 +109,7 @@ class Mask(dict):
         sparsity report plus any `extra` JSON-able entries, e.g. topology=dpai.topology(...))."""
         path = Path(path)
         cpu = {n: t.cpu() for n, t in self.items()}
-        atomic_write(path, lambda tmp: torch.save({"masks": cpu, "info": self.info}, tmp))
+        write_torch(path, {"masks": cpu, "info": self.info})
         write_json(path.with_suffix(".json"), {**self.report(), **extra})
         return path
 

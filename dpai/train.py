@@ -8,6 +8,12 @@ with the mask holding throughout (pruned weights exactly 0 after every optimizer
 `train_batches(epoch)` and `test_batches()` are callables returning iterables of (x, y); the
 data layer seeds and shuffles, this module only consumes. Epochs are numbered from 0, the same
 index that `train_batches` receives and that `milestones` refer to.
+
+With `checkpoint=dpai.Checkpoint(...)` the model, optimizer, scheduler, RNG states (torch's and
+those of `generators`, e.g. the data order's) and the metrics so far are saved after every
+`checkpoint.every` epochs; a later call with the same checkpoint resumes after the last saved
+epoch and, on the CPU, ends bit for bit where an uninterrupted run ends. A non-finite loss
+stops training (NonFiniteLoss, naming the epoch and step) and keeps the last good checkpoint.
 """
 import contextlib
 import math
@@ -19,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .checkpoint import rng_state, set_rng_state
 from .device import model_device, resolve_device
 from .mask import Mask
 from .models import prunable_layers
@@ -97,18 +104,29 @@ def _to(t: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Ten
     return t.to(device, non_blocking=True)
 
 
-def _run_epoch(model, batches, device, autocast, channels_last, optimizer=None, step=None):
-    """One pass; returns (loss sum, correct count, n) with the sums still on the device.
+class NonFiniteLoss(FloatingPointError):
+    """The training loss became NaN or infinite."""
 
-    Sums are device tensors so the loop never waits for the device (no .item() per batch)."""
+
+def _run_epoch(model, batches, device, autocast, channels_last, optimizer=None, step=None):
+    """One pass; returns (loss sum, correct count, first bad batch, n), sums on the device.
+
+    Sums are device tensors so the loop never waits for the device (no .item() per batch);
+    `first bad batch` is the 1-based index of the first batch whose loss was not finite (0:
+    none), tracked on the device as well."""
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
+    batch = torch.zeros((), dtype=torch.long, device=device)
+    first_bad = torch.zeros((), dtype=torch.long, device=device)
     n = 0
     for x, y in batches:
         x, y = _to(x, device, channels_last), _to(y, device, False)
         with autocast:
             out = model(x)
             loss = F.cross_entropy(out, y)
+        batch.add_(1)
+        first_bad = torch.where((first_bad == 0) & ~torch.isfinite(loss.detach()), batch,
+                                first_bad)
         if optimizer is not None:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -116,17 +134,21 @@ def _run_epoch(model, batches, device, autocast, channels_last, optimizer=None, 
         loss_sum.add_(loss.detach().float(), alpha=y.shape[0])
         correct.add_((out.detach().argmax(1) == y).sum())
         n += y.shape[0]
-    return loss_sum, correct, n
+    return loss_sum, correct, first_bad, n
 
 
 def train(model: nn.Module, mask: Mask | None, train_batches, test_batches, config: TrainConfig,
-          *, device=None, progress: bool = True, log=print, on_step=None) -> dict:
+          *, device=None, progress: bool = True, log=print, on_step=None, checkpoint=None,
+          generators=()) -> dict:
     """Train `model` in place with `mask` held fixed (mask=None: dense) and return the metrics.
 
     device: None = the model's device (a string like "cuda" or "auto" or a torch.device moves
     the model there). log: called with one line per epoch (None: silent). on_step(step): called
     after every optimizer step with the 1-based global step count (for tests and monitoring;
     it runs inside the inner loop, so it must not sync the device unless that is the point).
+    checkpoint: a dpai.Checkpoint to save to and resume from; generators: the CPU generators
+    `train_batches` draws from, saved and restored with it.
+    Returns the metrics (no wall-clock values) and, under "timing", the seconds spent.
     """
     if not isinstance(config, TrainConfig):
         raise ValueError(f"config={type(config).__name__} must be a dpai.train.TrainConfig")
@@ -153,7 +175,17 @@ def train(model: nn.Module, mask: Mask | None, train_batches, test_batches, conf
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay, nesterov=config.nesterov)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, config.milestones, config.gamma)
-    steps = 0
+    steps, first_epoch, records = 0, 0, []
+    state = checkpoint.load() if checkpoint is not None else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"], generators)
+        steps, first_epoch, records = state["steps"], state["epoch"], state["records"]
+        if log is not None:
+            log(f"resuming from checkpoint {checkpoint.path} at epoch {first_epoch} "
+                f"(of {config.epochs})")
 
     def step():
         nonlocal steps
@@ -170,44 +202,65 @@ def train(model: nn.Module, mask: Mask | None, train_batches, test_batches, conf
             on_step(steps)
 
     emit = (tqdm.write if log is print else log) if log is not None else None
-    records, start = [], time.perf_counter()
+    start, epoch_seconds, step_seconds = time.perf_counter(), [], []
     # progress=True draws the bar on a terminal only (tqdm: disable=None), never into logs
-    bar = tqdm(range(config.epochs), desc="train", unit="epoch",
-               disable=None if progress else True)
+    bar = tqdm(range(first_epoch, config.epochs), desc="train", unit="epoch",
+               initial=first_epoch, total=config.epochs, disable=None if progress else True)
     for epoch in bar:
         t0, lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
+        steps_before = steps
         model.train()
-        tr_loss, tr_correct, tr_n = _run_epoch(model, train_batches(epoch), device, autocast,
-                                               cuda, optimizer, step)
-        tr_loss, tr_correct = tr_loss.item(), tr_correct.item()  # the epoch's one sync
-        step_seconds = time.perf_counter() - t0
+        tr_loss, tr_correct, bad, tr_n = _run_epoch(model, train_batches(epoch), device,
+                                                    autocast, cuda, optimizer, step)
+        tr_loss, tr_correct, bad = torch.stack(  # the epoch's one sync
+            [tr_loss.double(), tr_correct.double(), bad.double()]).tolist()
+        step_seconds.append(time.perf_counter() - t0)
         if tr_n == 0:
             raise ValueError(f"train_batches({epoch}) yielded no batches")
+        if bad:
+            kept = (f"; the last good checkpoint (epoch {first_epoch_saved(checkpoint)}) is "
+                    f"kept at {checkpoint.path}" if checkpoint is not None
+                    and checkpoint.path.is_file() else "")
+            raise NonFiniteLoss(f"train: the loss is not finite at epoch {epoch}, step "
+                                f"{int(bad)} of the epoch (global step {steps_before + int(bad)}),"
+                                f" lr {lr:.4g}: training stopped, no result written{kept}")
         scheduler.step()
         model.eval()
         with torch.inference_mode():
-            te_loss, te_correct, te_n = _run_epoch(model, test_batches(), device, autocast, cuda)
+            te_loss, te_correct, _, te_n = _run_epoch(model, test_batches(), device, autocast,
+                                                      cuda)
             te_loss, te_correct = te_loss.item(), te_correct.item()
         if te_n == 0:
             raise ValueError("test_batches() yielded no batches")
         rec = {"epoch": epoch, "lr": lr,
                "train_loss": tr_loss / tr_n, "train_acc": 100.0 * tr_correct / tr_n,
-               "test_loss": te_loss / te_n, "test_acc": 100.0 * te_correct / te_n,
-               "seconds": time.perf_counter() - t0, "step_seconds": step_seconds}
+               "test_loss": te_loss / te_n, "test_acc": 100.0 * te_correct / te_n}
         records.append(rec)
+        epoch_seconds.append(time.perf_counter() - t0)
+        if checkpoint is not None and checkpoint.due(epoch + 1) and epoch + 1 < config.epochs:
+            checkpoint.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                             "scheduler": scheduler.state_dict(), "rng": rng_state(generators),
+                             "steps": steps, "epoch": epoch + 1, "records": records})
         bar.set_postfix(loss=f"{rec['train_loss']:.3f}", test_acc=f"{rec['test_acc']:.2f}")
         if emit is not None:
             emit(f"epoch {epoch} of {config.epochs} lr {lr:.4g} "
                  f"train_loss {rec['train_loss']:.4f} train_acc {rec['train_acc']:.2f} "
                  f"test_loss {rec['test_loss']:.4f} test_acc {rec['test_acc']:.2f} "
-                 f"({rec['seconds']:.1f}s)")
+                 f"({epoch_seconds[-1]:.1f}s)")
     bar.close()
 
     best = max(records, key=lambda r: r["test_acc"])  # first epoch reaching the maximum
     return {"epochs": records, "final_test_acc": records[-1]["test_acc"],
             "best_test_acc": best["test_acc"], "best_epoch": best["epoch"],
-            "final_train_acc": records[-1]["train_acc"],
-            "train_seconds": time.perf_counter() - start, "steps": steps}
+            "final_train_acc": records[-1]["train_acc"], "steps": steps,
+            "timing": {"train_seconds": time.perf_counter() - start,
+                       "epoch_seconds": epoch_seconds, "step_seconds": step_seconds,
+                       "resumed_at_epoch": first_epoch}}
 
 
-__all__ = ["TrainConfig", "train"]
+def first_epoch_saved(checkpoint) -> int | None:
+    state = checkpoint.load()
+    return None if state is None else state["epoch"]
+
+
+__all__ = ["TrainConfig", "NonFiniteLoss", "train"]

@@ -1,6 +1,13 @@
-"""Shared by the stage scripts: params, validation, threads, the dataset and the model."""
+"""Shared by the stage scripts: params, validation, safe outputs, threads, data and model.
+
+Every stage starts with `start()`: it validates the whole params.yaml (dpai.config.validate:
+one line naming the key, the value and what is allowed, exit status 2, before any work),
+makes SIGTERM unwind like Ctrl-C (so no temporary file survives it), points temporary files
+outside every folder DVC hashes and removes those a killed run left behind.
+"""
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -11,37 +18,82 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the stages work from a checkout even without `pip install -e .`
 
 import dpai  # noqa: E402
-from dpai.report import inputs as report_inputs  # noqa: E402
+from dpai.checkpoint import Checkpoint, file_digest, source_digest  # noqa: E402
+from dpai.config import sparsity_key  # noqa: E402
+from dpai.io import clean_stale, write_json  # noqa: E402
+
+# outside the stages' outputs, so DVC never deletes them before a rerun (git- and dvc-ignored)
+CHECKPOINTS = Path(os.environ.get("DPAI_CHECKPOINT_DIR", "checkpoints"))
+TMP = Path(".dvc/tmp/dpai")   # temporary files of atomic writes
+TIMINGS = Path("timings")     # wall-clock seconds: nothing depends on them
+OUTPUT_FOLDERS = ("masks", "runs", "reports", str(TIMINGS))
 
 
-def fail(message: str) -> None:
-    """One line on stderr, exit status 2, before any work."""
+def fail(message: str, status: int = 2) -> None:
+    """One line on stderr, then exit (2: bad input, 1: the computation failed)."""
     print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(2)
+    raise SystemExit(status)
 
 
-def load_params(path: str = "params.yaml") -> dict:
-    params = yaml.safe_load(Path(path).read_text())
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)  # unwinds: finally blocks remove temporary files
+
+
+def start(path: str = "params.yaml") -> dict:
+    signal.signal(signal.SIGTERM, _terminate)
     try:
-        dpai.budget.check_sparsity(params["sparsity"])
-        for method in params["methods"]:
-            dpai.pruners.check_method(method, params["mask"].get(method) or {})
-    except ValueError as exc:
-        fail(str(exc))
-    for seed in params["seeds"]:
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            fail(f"seeds: {seed!r} must be a non-negative integer")
-    if params["model"]["name"] not in dpai.MODELS:
-        fail(f"model.name={params['model']['name']!r} is not one of {sorted(dpai.MODELS)}")
-    if params["data"]["dataset"] not in dpai.DATASETS:
-        fail(f"data.dataset={params['data']['dataset']!r} is not one of {sorted(dpai.DATASETS)}")
+        params = yaml.safe_load(Path(path).read_text())
+        dpai.config.validate(params)
+    except (OSError, yaml.YAMLError, ValueError) as exc:
+        fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    os.environ["DPAI_TMPDIR"] = str(TMP.resolve())
+    clean_stale(TMP, CHECKPOINTS, *OUTPUT_FOLDERS)
+    set_threads()
     return params
 
 
-def set_threads() -> None:
-    """All cores by default; DPAI_THREADS caps it when several stages run side by side."""
+def set_threads() -> int:
+    """All cores by default; DPAI_THREADS caps it when several stages run side by side
+    (the result depends on the thread count: see README, Determinism)."""
     threads = int(os.environ.get("DPAI_THREADS", "0")) or os.cpu_count() or 1
     torch.set_num_threads(threads)
+    return threads
+
+
+def item(method: str, sparsity, seed: int) -> str:
+    """<method>-<sparsity>-<seed>: the DVC item key and the file name part."""
+    return f"{method}-{sparsity_key(sparsity)}-{seed}"
+
+
+def parse_item(params: dict, argv: list[str]) -> tuple[str, float, int]:
+    """METHOD SPARSITY SEED from the command line, each checked against params.yaml."""
+    if len(argv) != 3:
+        fail(f"usage: python {Path(sys.argv[0]).name} METHOD SPARSITY SEED")
+    method, sparsity, seed = argv
+    if method not in params["methods"]:
+        fail(f"method={method!r} is not in params methods {params['methods']}")
+    levels = {sparsity_key(s): float(s) for s in params["sparsities"]}
+    try:
+        key = sparsity_key(sparsity)
+    except ValueError:
+        key = sparsity
+    if key not in levels:
+        fail(f"sparsity={sparsity!r} is not in params sparsities {params['sparsities']}")
+    if not seed.isdigit() or int(seed) not in params["seeds"]:
+        fail(f"seed={seed!r} is not in params seeds {params['seeds']}")
+    return method, levels[key], int(seed)
+
+
+def mask_path(name: str) -> Path:
+    return Path("masks") / f"{name}.pt"
+
+
+def run_path(name: str) -> Path:
+    return Path("runs") / f"{name}.json"
+
+
+def write_timing(stage: str, name: str, timing: dict) -> None:
+    write_json(TIMINGS / stage / f"{name}.json", timing)
 
 
 def data_folder(params: dict) -> Path:
@@ -61,17 +113,33 @@ def build_model(params: dict, meta: dict, seed: int):
                              seed=seed)
 
 
-def mask_path(method: str, seed: int) -> Path:
-    """masks/<method>/<method>-<seed>.pt; its report (.json) is what the report stage reads."""
-    return report_inputs.mask_path(".", method, seed).with_suffix(".pt")
-
-
-def run_path(method: str, seed: int) -> Path:
-    return report_inputs.run_path(".", method, seed)
-
-
 def device(value: str) -> torch.device:
     try:
         return dpai.resolve_device(value)
     except ValueError as exc:
         fail(str(exc))
+
+
+def checkpoint(stage: str, name: str, key: dict, every: int) -> Checkpoint:
+    """The stage's checkpoint, keyed by everything its result depends on: `key` (params and
+    input file hashes), the code of dpai/ and stages/, and the torch version."""
+    full = {"stage": stage, "item": name, **key, "torch": torch.__version__,
+            "code": source_digest(ROOT / "dpai", ROOT / "stages")}
+    return Checkpoint(CHECKPOINTS, f"{stage}-{name}", full, every=every)
+
+
+def data_digest(meta: dict) -> dict:
+    """What identifies the prepared data: its recorded file checksums."""
+    return meta.get("files") or meta.get("checksums") or {}
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, str(default))
+    if not value.isdigit():
+        fail(f"{name}={value!r} is invalid: allowed is an integer >= 0 (0: no checkpoints)")
+    return int(value)
+
+
+__all__ = ["start", "fail", "item", "parse_item", "mask_path", "run_path", "write_timing",
+           "data_folder", "data_meta", "build_model", "device", "checkpoint", "data_digest",
+           "env_int", "file_digest"]

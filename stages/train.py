@@ -1,6 +1,13 @@
-"""Stage `train@<method>-<seed>`: sparse training of one mask.
+"""Stage `train@<method>-<sparsity>-<seed>`: sparse training of one mask.
 
-    python stages/train.py METHOD SEED     -> runs/METHOD-SEED.json
+    python stages/train.py METHOD SPARSITY SEED   -> runs/METHOD-SPARSITY-SEED.json
+
+`train.init: same` (default) trains the very weights the mask was computed on (the init of
+the mask's seed), as the baselines' reference code does; `fresh` builds a new init (the DPaI
+authors' code; with mask.transform=shuffle, the usual sanity checks). A checkpoint is saved
+every DPAI_CHECKPOINT_EVERY epochs (default 1; 0: never) under checkpoints/, and a rerun
+after a kill resumes from it. A non-finite loss stops the run (exit 1), writes no result and
+keeps the last good checkpoint.
 """
 import sys
 
@@ -10,45 +17,54 @@ import common
 import dpai
 from dpai.io import write_json
 
-INITS = ("fresh", "same")
 # fresh inits come from another seed stream than the init the mask was computed on
 FRESH_OFFSET = 1_000_000
 
 
-def main(method: str, seed: int) -> None:
-    params = common.load_params()
+def main(argv: list[str]) -> None:
+    params = common.start()
+    method, sparsity, seed = common.parse_item(params, argv)
+    name = common.item(method, sparsity, seed)
     train = dict(params["train"])
     device = common.device(train.pop("device"))
     init = train.pop("init")
-    if init not in INITS:
-        common.fail(f"train.init={init!r} is not one of {list(INITS)}")
-    try:
-        config = dpai.TrainConfig.from_dict(train)
-    except (TypeError, ValueError) as exc:
-        common.fail(str(exc))
-    common.set_threads()
+    config = dpai.TrainConfig.from_dict(train)
     meta = common.data_meta(params)
-    mask = dpai.Mask.load(common.mask_path(method, seed))
+    mask_file = common.mask_path(name)
+    mask = dpai.Mask.load(mask_file)
     init_seed = seed + FRESH_OFFSET if init == "fresh" else seed
     model = common.build_model(params, meta, init_seed).to(device)
     data = dpai.data.load(common.data_folder(params), meta["dataset"], device=device)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    result = dpai.train(
-        model, mask,
-        lambda epoch: data.train_batches(config.batch_size, generator=generator, device=device),
-        lambda: data.test_batches(config.batch_size, device=device),
-        config, device=device)
-    run = {"method": method, "seed": seed, "sparsity": mask.info["sparsity"],
-           "density": mask.density, "init": init, "init_seed": init_seed,
-           "dataset": meta["dataset"], "model": params["model"]["name"],
-           "device": str(device), "config": config.to_dict(), **result}
-    write_json(common.run_path(method, seed), run)
-    print(f"{method} seed {seed}: final test accuracy {result['final_test_acc']:.2f} % "
+    ckpt = common.checkpoint(
+        "train", name, {"mask": common.file_digest(mask_file), "data": common.data_digest(meta),
+                        "model": params["model"], "train": params["train"], "init": init,
+                        "device": device.type},
+        every=common.env_int("DPAI_CHECKPOINT_EVERY", 1))
+    try:
+        result = dpai.train(
+            model, mask,
+            lambda epoch: data.train_batches(config.batch_size, generator=generator,
+                                             device=device),
+            lambda: data.test_batches(config.batch_size, device=device),
+            config, device=device, checkpoint=ckpt, generators=[generator])
+    except dpai.NonFiniteLoss as exc:
+        common.fail(f"{name}: {exc}", status=1)
+    timing = result.pop("timing")
+    environment = {"torch": torch.__version__, "device": str(device),
+                   "threads": torch.get_num_threads(),
+                   "deterministic": torch.are_deterministic_algorithms_enabled()}
+    run = {"method": method, "seed": seed, "sparsity": sparsity, "density": mask.density,
+           "init": init, "init_seed": init_seed, "dataset": meta["dataset"],
+           "model": params["model"]["name"], "config": config.to_dict(),
+           "environment": environment, **result}
+    write_json(common.run_path(name), run)
+    common.write_timing("train", name, timing)
+    ckpt.remove()
+    print(f"{name}: final test accuracy {result['final_test_acc']:.2f} % "
           f"(best {result['best_test_acc']:.2f} % at epoch {result['best_epoch']})")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or not sys.argv[2].isdigit():
-        common.fail("usage: python stages/train.py METHOD SEED")
-    main(sys.argv[1], int(sys.argv[2]))
+    main(sys.argv[1:])

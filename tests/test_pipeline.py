@@ -1,85 +1,89 @@
-"""End to end: `dvc repro` of the tiny preset in a temporary git copy of the repo, then
-`dvc exp run -S sparsity=...`, as a user types them."""
+"""End to end: `dvc repro` of the tiny preset in a temporary git copy of the repo, then the
+commands a user types: an unchanged rerun, one more seed, another sparsity, a sweep."""
 import csv
 import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
+import math
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "DVC_NO_ANALYTICS": "1", "DPAI_THREADS": "1",
-       "GIT_AUTHOR_NAME": "ci", "GIT_AUTHOR_EMAIL": "ci@example.com",
-       "GIT_COMMITTER_NAME": "ci", "GIT_COMMITTER_EMAIL": "ci@example.com",
-       "PYTHONPATH": str(ROOT)}
+from pipeline_repo import DVC, make_repo, ran, run
 
+pytestmark = pytest.mark.slow
 
-def run(cmd, cwd, check=True):
-    proc = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True, shell=True)
-    if check and proc.returncode:
-        raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
-                             f"{proc.stderr[-3000:]}")
-    return proc
-
-
-def copy_repo(dest: Path) -> None:
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-                           cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    for name in files:
-        if (ROOT / name).is_file() and not name.startswith(("reports/", "runs/", "masks/")):
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, dest / name)
+METHODS = ["dpai", "random_erk", "snip"]
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    path = tmp_path_factory.mktemp("pipeline")
-    copy_repo(path)
-    # the tiny preset composed exactly as `dvc exp run -S preset=tiny` would compose it
-    from dvc.utils.hydra import compose_and_dump
-    compose_and_dump(str(path / "params.yaml"), str(path / "conf"), None, "config", str(path),
-                     ["preset=tiny"])
-    run("git init -q && git add -A && git commit -qm init", path)
-    return path
+    return make_repo(tmp_path_factory.mktemp("pipeline"), "preset=tiny",
+                     f"methods=[{','.join(METHODS)}]")
 
 
-@pytest.mark.slow
-def test_repro_then_experiment(repo):
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    out = run(f"{sys.executable} -m dvc repro", repo).stdout
-    for stage in ["data"] + [f"mask@{m}" for m in params["methods"]]:
-        assert f"'{stage}'" in out
-    rows = list(csv.DictReader((repo / "reports/results.csv").open()))
-    assert [r["method"] for r in rows] == params["methods"]
-    for name in ("results.md", "results.tex", "layer_density.png", "layer_nodes.png",
-                 "dpai_trajectory.png", "training_curves.png"):
-        assert (repo / "reports" / name).stat().st_size > 0
-    metrics = json.loads((repo / "reports/metrics.json").read_text())
-    assert set(metrics["methods"]) == set(params["methods"])
-    assert run(f"{sys.executable} -m dvc status -q", repo, check=False).returncode == 0
+def items(stage, methods, sparsities, seeds):
+    return {f"{stage}@{m}-{s}-{seed}" for m in methods for s in sparsities for seed in seeds}
 
+
+def test_repro_runs_every_item_and_reports_real_numbers(repo):
+    out = run(f"{DVC} repro", repo).stdout
+    assert set(ran(out)) == {"check", "data", "report"} | items("mask", METHODS, ["0.99"], [0]) \
+        | items("train", METHODS, ["0.99"], [0])
+    for m in METHODS:
+        doc = json.loads((repo / f"runs/{m}-0.99-0.json").read_text())
+        accs = [doc["final_test_acc"], doc["best_test_acc"]] + [e["test_acc"] for e in doc["epochs"]]
+        assert all(math.isfinite(a) and 0 < a <= 100 for a in accs), (m, accs)
+        assert doc["environment"]["threads"] == 1 and doc["environment"]["torch"]
+        assert "seconds" not in json.dumps(doc), "wall-clock values make reruns differ"
+        mask = json.loads((repo / f"masks/{m}-0.99-0.json").read_text())
+        assert "seconds" not in json.dumps(mask)
+        assert json.loads((repo / f"timings/train/{m}-0.99-0.json").read_text())["train_seconds"] > 0
+    assert (repo / "reports/metrics.json").is_file()
+    assert run(f"{DVC} status", repo).stdout.strip().endswith("up to date.")
     run("git add -A && git commit -qm 'tiny run'", repo)
-    exp = run(f"{sys.executable} -m dvc exp run -S preset=tiny -S sparsity=0.9", repo).stdout
-    assert "Running stage 'data'" not in exp  # sparsity must not re-prepare the data
-    assert "Running stage 'mask@dpai'" in exp and "Running stage 'report'" in exp
+
+
+def test_rerun_with_unchanged_inputs_skips_every_training(repo):
+    before = {p.name: p.read_bytes() for p in (repo / "masks").glob("*-0.99-0.*")}
+    out = run(f"{DVC} repro -f -s mask@random_erk-0.99-0 mask@dpai-0.99-0", repo).stdout
+    assert set(ran(out)) == {"mask@random_erk-0.99-0", "mask@dpai-0.99-0"}
+    assert {p.name: p.read_bytes() for p in (repo / "masks").glob("*-0.99-0.*")} == before
+    out = run(f"{DVC} repro", repo).stdout
+    assert ran(out) == [], "identical masks must leave every training (and the report) skipped"
+
+
+def test_adding_a_seed_runs_only_that_seeds_items(repo):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["seeds"] = [0, 1]
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = run(f"{DVC} repro", repo).stdout
+    assert set(ran(out)) == {"check", "report"} | items("mask", METHODS, ["0.99"], [1]) \
+        | items("train", METHODS, ["0.99"], [1])
+    rows = list(csv.DictReader((repo / "reports/results.csv").open()))
+    assert {r["method"] for r in rows} == set(METHODS)
+    run("git checkout params.yaml && " + DVC + " repro", repo)
+
+
+def test_another_sparsity_reruns_only_its_items(repo):
+    run("git add -A && git commit -qm 'seeds back' --allow-empty", repo)
+    out = run(f"{DVC} exp run -S preset=tiny -S 'methods=[{','.join(METHODS)}]' "
+              f"-S sparsity=0.98", repo).stdout
+    assert set(ran(out)) == {"check", "report"} | items("mask", METHODS, ["0.98"], [0]) \
+        | items("train", METHODS, ["0.98"], [0])
     metrics = json.loads((repo / "reports/metrics.json").read_text())
-    assert metrics["sparsity"] == 0.9
-    shown = json.loads(run(f"{sys.executable} -m dvc exp show --json", repo).stdout)
-    experiments = [e for baseline in shown for e in (baseline.get("experiments") or [])]
-    assert experiments, "dvc exp show lists no experiment"
+    assert set(metrics["methods"]) == set(METHODS)
+    shown = json.loads(run(f"{DVC} exp show --json", repo).stdout)
+    assert [e for b in shown for e in (b.get("experiments") or [])], "no experiment listed"
+    run("git checkout params.yaml dvc.lock reports && " + DVC + " checkout -q", repo, check=False)
 
 
-def test_bad_param_fails_before_work(repo, tmp_path):
-    bad = tmp_path / "bad"
-    shutil.copytree(repo, bad, ignore=shutil.ignore_patterns(".dvc", ".git", "masks", "runs"))
-    params = yaml.safe_load((bad / "params.yaml").read_text())
-    params["sparsity"] = 1.5
-    (bad / "params.yaml").write_text(yaml.safe_dump(params))
-    proc = run(f"{sys.executable} stages/mask.py dpai", bad, check=False)
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == "error: sparsity=1.5 must be a number in [0, 1)"
-    assert not (bad / "masks").exists()
+def test_paper_sweep_gives_the_figure_and_a_second_repro_runs_nothing(repo):
+    levels = ["0.6838", "0.9", "0.9684", "0.99"]
+    out = run(f"{DVC} exp run -S preset=tiny -S 'methods=[dpai,random_erk]' -S sweep=paper",
+              repo).stdout
+    assert items("train", ["dpai", "random_erk"], levels[:3], [0]) <= set(ran(out))
+    assert "data" not in ran(out)
+    for name in ("figure.md", "figure.csv", "figure.tex", "figure.png"):
+        assert (repo / "reports" / name).stat().st_size > 0, name
+    figure = (repo / "reports/figure.md").read_text()
+    assert all(level in figure or f"{float(level) * 100:g}" in figure for level in levels)
+    assert ran(run(f"{DVC} repro", repo).stdout) == []

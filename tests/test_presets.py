@@ -27,16 +27,32 @@ def test_paper_presets_exist():
 @pytest.mark.parametrize("preset", PRESETS)
 def test_preset_is_valid_and_sparsity_only_changes_sparsity(tmp_path, preset):
     params = compose(tmp_path, f"preset={preset}")
-    assert params["data"]["dataset"] in dpai.DATASETS
-    assert params["model"]["name"] in dpai.MODELS
-    for method in params["methods"]:
-        dpai.pruners.check_method(method, params["mask"][method])
-    dpai.TrainConfig.from_dict({k: v for k, v in params["train"].items()
-                                if k not in ("device", "init")})
+    dpai.config.validate(params)
     changed = compose(tmp_path, f"preset={preset}", "sparsity=0.98")
-    assert changed.pop("sparsity") == 0.98
-    params.pop("sparsity")
+    assert changed.pop("sparsity") == 0.98 and changed.pop("sparsities") == [0.98]
+    assert params.pop("sparsities") == [params.pop("sparsity")]
     assert changed == params
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("sweep,levels", [
+    ("paper", [0.6838, 0.9, 0.9684, 0.99]),
+    ("extreme", [0.6838, 0.9, 0.9684, 0.99, 0.9968, 0.999])])
+def test_sweep_groups_combine_with_every_preset(tmp_path, preset, sweep, levels):
+    params = compose(tmp_path, f"preset={preset}", f"sweep={sweep}")
+    assert params["sparsities"] == levels
+    dpai.config.validate(params)
+    single = compose(tmp_path, f"preset={preset}")
+    assert {k: v for k, v in params.items() if k != "sparsities"} == \
+        {k: v for k, v in single.items() if k != "sparsities"}
+
+
+def test_every_method_option_is_in_the_config_with_its_default(tmp_path):
+    """`-S mask.dpai.optimizer=sgd` then works without Hydra's `+`, and a misspelt option is
+    a Hydra error instead of a silently added key."""
+    params = compose(tmp_path)
+    for method in dpai.METHODS:
+        assert params["mask"][method] == dpai.method_params(method), method
 
 
 def committed_params() -> str:
@@ -51,11 +67,17 @@ def test_committed_params_are_the_default_composition(tmp_path):
     assert yaml.safe_load(committed_params()) == compose(tmp_path)
 
 
-def test_only_mask_and_report_read_sparsity():
+def test_sparsity_is_an_axis_of_mask_and_train_only():
+    """The scalar `sparsity` reaches the stages only through `sparsities`, the matrix axis of
+    mask and train (so a new level reruns its own items), and the report."""
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     readers = {name for name, stage in stages.items()
-               if "sparsity" in (stage.get("do", stage).get("params") or [])}
-    assert readers == {"mask", "report"}
+               if {"sparsity", "sparsities"} & set(stage.get("params") or [])}
+    assert readers == {"report"}
+    for name in ("mask", "train"):
+        assert stages[name]["matrix"]["sparsity"] == "${sparsities}"
+        assert "${item.sparsity}" in stages[name]["cmd"]
+    assert stages["train"]["deps"][-1] == "masks/${item.method}-${item.sparsity}-${item.seed}.pt"
     assert stages["data"]["params"] == ["data"]
 
 
@@ -77,4 +99,6 @@ def test_paper_hyperparameters(tmp_path, preset, values):
     assert (train["momentum"], train["batch_size"], train["weight_decay"], train["gamma"]) == \
         (0.9, 128, 1e-4, 0.1)
     assert p["seeds"] == [0, 1, 2] and len(p["methods"]) == 10
-    assert p["mask"]["dpai"] == {"alpha": 0.99, "beta": 0.5, "lr": 0.005, "steps": 3000}
+    assert p["mask"]["dpai"] == {"alpha": 0.99, "beta": 0.5, "lr": 0.005, "steps": 3000,
+                                 "optimizer": "adam", "budget": "erk"}
+    assert p["train"]["init"] == "same"

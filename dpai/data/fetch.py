@@ -6,6 +6,7 @@ when complete, so the cache never holds a half-downloaded archive.
 """
 import hashlib
 import os
+import sys
 import tarfile
 import urllib.parse
 import urllib.request
@@ -65,23 +66,45 @@ def download(url: str, dest: Path) -> Path:
 
 
 def fetch(url: str, cache: Path, *, md5: str | None, download_ok: bool, dataset: str):
-    """Return (archive path, its hashes), verified against `md5` when one is given."""
+    """Return (archive path, its hashes), verified against `md5` when one is given.
+
+    A downloaded archive that fails the check (a truncated or corrupted download, or one
+    damaged in the cache since) is deleted and downloaded once more; if that copy fails too
+    it is deleted and the error names the file and the checksums. A local archive that fails
+    is never read: the error says so and leaves the user's file in place."""
     path = local_path(url)
-    if path is None:
-        path = cache / Path(urllib.parse.urlparse(url).path).name
+    if path is not None:
+        if not path.is_file():
+            raise FileNotFoundError(f"{dataset}: source archive {path} does not exist")
+        hashes = file_hashes(path)
+        if md5 is not None and hashes["md5"] != md5.lower():
+            raise ChecksumError(f"{dataset}: md5 of {path} is {hashes['md5']}, expected {md5}; "
+                                "the archive is corrupted or not the expected one (replace it, "
+                                "or pass md5= for a different archive)")
+        return path, hashes
+    path = cache / Path(urllib.parse.urlparse(url).path).name
+    seen = []
+    for attempt in range(2):
         if not path.is_file():
             if not download_ok:
                 raise FileNotFoundError(f"{dataset}: {path} is missing and download=False; "
                                         f"put the archive from {url} there or pass download=True")
             download(url, path)
-    elif not path.is_file():
-        raise FileNotFoundError(f"{dataset}: source archive {path} does not exist")
-    hashes = file_hashes(path)
-    if md5 is not None and hashes["md5"] != md5.lower():
-        raise ChecksumError(f"{dataset}: md5 of {path} is {hashes['md5']}, expected {md5}; the "
-                            "archive is corrupted or not the expected one (delete it and rerun, "
-                            "or pass md5= for a different archive)")
-    return path, hashes
+        hashes = file_hashes(path)
+        if md5 is None or hashes["md5"] == md5.lower():
+            return path, hashes
+        if not download_ok:  # it cannot be replaced: leave it for the user to look at
+            raise ChecksumError(f"{dataset}: md5 of {path} is {hashes['md5']}, expected {md5}; "
+                                "the archive is corrupted or not the expected one (delete it "
+                                "and rerun, or pass md5= for a different archive)")
+        seen.append(hashes["md5"])
+        path.unlink()
+        if attempt == 0:
+            print(f"{dataset}: md5 of {path} is {hashes['md5']}, expected {md5}: deleted, "
+                  f"downloading again", file=sys.stderr)
+    raise ChecksumError(f"{dataset}: {path} from {url} failed its md5 check twice (got "
+                        f"{', then '.join(seen)}; expected {md5}); the file was deleted: check "
+                        f"the URL (data.url) or the network and rerun")
 
 
 def extract(archive: Path, dest: Path, dataset: str) -> None:

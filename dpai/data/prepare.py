@@ -3,27 +3,28 @@
 
 Everything is built in a temporary folder next to the output (extraction included) and
 renamed onto root/<dataset> only when complete; on any error the temporary folder is removed,
-so root/<dataset> is either absent, the previous complete version, or the new one.
+so root/<dataset> is either absent, the previous complete version, or the new one. A folder
+left by a killed run is removed by the next one. meta.json records the sha256 of every
+prepared file; a folder whose files no longer match is rebuilt, never used.
 Downloaded archives are kept in root/downloads/ so a rerun does not download again.
 """
 import json
 import os
 import shutil
-import tempfile
-import uuid
+import sys
 import warnings
 from pathlib import Path
 
 import torch
 
-from ..io import write_json
-from .fetch import extract, fetch, local_path
+from ..io import clean_stale, temp_folder, write_json
+from .fetch import extract, fetch, file_hashes, local_path
 from .imagenet import ImageNetData, prepare_imagenet
 from .readers import READERS, read_digits
 from .specs import get_spec
 from .tensors import Data
 
-FORMAT = 1
+FORMAT = 2  # 2: meta.json records the sha256 of every prepared file
 
 
 def channel_stats(x: torch.Tensor, chunk: int = 4096) -> tuple[list, list]:
@@ -55,21 +56,39 @@ def _replace_dir(new: Path, out: Path) -> None:
     """Put the finished folder `new` at `out`, replacing a previous version."""
     old = None
     if out.exists():
-        old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
+        old = temp_folder(out.parent, f"{out.name}.old")
         os.replace(out, old)
     os.replace(new, out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _already_prepared(out: Path, source: str, split_seed) -> bool:
+def _prepared_problem(out: Path, source: str, split_seed) -> str | None:
+    """None when `out` holds this preparation intact, else why it must be rebuilt."""
     try:
         meta = json.loads((out / "meta.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return (meta.get("format") == FORMAT and meta.get("source") == source
-            and meta.get("split_seed") == split_seed
-            and all((out / f"{s}.pt").is_file() for s in ("train", "test")))
+    except (OSError, ValueError) as e:
+        return f"meta.json is unreadable ({type(e).__name__})"
+    if meta.get("format") != FORMAT:
+        return f"format {meta.get('format')} is not the current {FORMAT}"
+    if meta.get("source") != source or meta.get("split_seed") != split_seed:
+        return "it was prepared from another source or split"
+    return verify_files(out, meta)
+
+
+def verify_files(folder: Path, meta: dict) -> str | None:
+    """None when every file meta.json lists has its recorded sha256, else what is wrong."""
+    files = meta.get("files") or {}
+    if set(files) != {f"{s}.pt" for s in ("train", "test")}:
+        return "meta.json lists no file checksums (older format)"
+    for name, sha in files.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{path} is missing"
+        found = file_hashes(path)["sha256"]
+        if found != sha:
+            return f"{path} has sha256 {found}, meta.json recorded {sha}"
+    return None
 
 
 def prepare(dataset: str, root, *, url: str | None = None, md5: str | None = None,
@@ -105,14 +124,18 @@ def prepare(dataset: str, root, *, url: str | None = None, md5: str | None = Non
     source = "sklearn" if dataset == "digits" else os.fspath(url or spec.url)
     expected = md5 or (spec.md5 if source == spec.url else None)
     recorded_seed = split_seed if dataset == "digits" else None
-    if not force and _already_prepared(out, source, recorded_seed):
-        return out
+    clean_stale(root)  # temporary folders of a killed earlier run
+    if not force and out.exists():
+        problem = _prepared_problem(out, source, recorded_seed)
+        if problem is None:
+            return out
+        print(f"{dataset}: rebuilding {out}: {problem}", file=sys.stderr)
     if dataset != "digits" and expected is None:
         warnings.warn(f"{dataset}: no md5 given for {source}; the archive is not verified "
                       "(pass md5=... to verify it)", stacklevel=2)
 
     root.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{dataset}.tmp-", dir=root))
+    stage = temp_folder(root, dataset)
     try:
         if dataset == "digits":
             splits, info = read_digits(split_seed)
@@ -140,7 +163,9 @@ def prepare(dataset: str, root, *, url: str | None = None, md5: str | None = Non
                 # digits has no archive to verify (None); its checksums are of the arrays
                 "md5_verified": None if dataset == "digits" else expected is not None,
                 "split": info["split"], "split_seed": info["split_seed"],
-                "classes": info["classes"], "format": FORMAT}
+                "classes": info["classes"], "format": FORMAT,
+                "files": {f"{split}.pt": file_hashes(stage / f"{split}.pt")["sha256"]
+                          for split in splits}}
         write_json(stage / "meta.json", meta)
         _replace_dir(stage, out)
     except BaseException:

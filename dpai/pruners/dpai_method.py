@@ -15,7 +15,9 @@ import math
 import torch
 from tqdm.auto import tqdm
 
-from ..budget import erk_budget
+from .. import checks
+from ..budget import erk_budget, uniform_budget
+from ..checkpoint import Checkpoint
 from ..mask import Mask
 from ..models import prunable_layers
 from ..paths import PathNetwork
@@ -23,13 +25,14 @@ from . import register
 from .select import topk_indices
 
 OPTIMIZERS = ("adam", "sgd")
+BUDGETS = {"erk": erk_budget, "uniform": uniform_budget}  # erk: the reference; uniform: ablation
 
 
 class DPaI:
     """The DPaI optimisation state; `run(steps)` returns the trajectory, `mask()` the result."""
 
     def __init__(self, model, sparsity, *, seed, alpha=0.99, beta=0.5, lr=0.005,
-                 optimizer="adam"):
+                 optimizer="adam", budget="erk"):
         for key, value in (("alpha", alpha), ("beta", beta)):
             if not 0 <= value <= 1:
                 raise ValueError(f"{key}={value!r} must be in [0, 1]")
@@ -37,13 +40,15 @@ class DPaI:
             raise ValueError(f"lr={lr!r} must be > 0")
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer={optimizer!r} is not one of {list(OPTIMIZERS)}")
+        if budget not in BUDGETS:
+            raise ValueError(f"budget={budget!r} is not one of {list(BUDGETS)}")
         self.alpha, self.beta = alpha, beta
         layers = prunable_layers(model)
         self.names = list(layers)
         self.shapes = [layers[n].weight.shape for n in self.names]
         self.sizes = [s.numel() for s in self.shapes]
-        budget = erk_budget(model, sparsity)
-        self.k = [budget[n] for n in self.names]
+        counts = BUDGETS[budget](model, sparsity)
+        self.k = [counts[n] for n in self.names]
         device = next(model.parameters()).device
         g = torch.Generator().manual_seed(seed)
         # drawn layer by layer in network order on the CPU: same scores on every device
@@ -111,21 +116,46 @@ class DPaI:
         return torch.stack([objective, log_paths.detach(), nodes, kernels,
                             torch.stack(params).sum().float()])
 
-    def run(self, steps: int, progress: bool = False, check_every: int = 100) -> dict:
+    def state(self, rows: list) -> dict:
+        """Everything a resumed search needs: scores, optimizer state, trajectory so far."""
+        return {"scores": self.scores.detach().cpu(), "optimizer": self.optimizer.state_dict(),
+                "rows": torch.stack(rows).cpu() if rows else torch.zeros(0, 5)}
+
+    def restore(self, state: dict) -> list:
+        with torch.no_grad():
+            self.scores.copy_(state["scores"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        return list(state["rows"].to(self.scores.device).unbind(0))
+
+    def run(self, steps: int, progress: bool = False, check_every: int = 100,
+            checkpoint: Checkpoint | None = None) -> dict:
+        """`steps` updates; with `checkpoint`, saved every `checkpoint.every` steps and resumed
+        from the last save (bit for bit the same trajectory on the CPU)."""
         rows = []
+        state = checkpoint.load() if checkpoint is not None else None
+        if state is not None:
+            rows = self.restore(state)
+            print(f"dpai: resuming from checkpoint {checkpoint.path} at step {len(rows)} "
+                  f"(of {steps})", flush=True)
         # a bar on a terminal only (disable=None), never in logs; a line per `check_every` steps
-        bar = tqdm(range(steps), desc="dpai", unit="step", disable=None if progress else True,
-                   leave=False)
+        bar = tqdm(range(len(rows), steps), desc="dpai", unit="step", initial=len(rows),
+                   total=steps, disable=None if progress else True, leave=False)
         for t in bar:
             rows.append(self.step())
             if (t + 1) % check_every == 0 or t + 1 == steps:
                 # one host sync per `check_every` steps, not per step
                 last = rows[-1].tolist()
+                if math.isnan(last[0]) or not bool(torch.isfinite(self.scores).all()):
+                    raise FloatingPointError(
+                        f"dpai: the objective is {last[0]} (scores finite: "
+                        f"{bool(torch.isfinite(self.scores).all())}) at step {t + 1} of {steps}")
                 bar.set_postfix(log_paths=f"{last[1]:.2f}", nodes=int(last[2]))
                 if progress:
                     tqdm.write(f"dpai step {t + 1}/{steps}: objective {last[0]:.4f} log-paths "
                                f"{last[1]:.2f} nodes {last[2]:.0f} kernels {last[3]:.0f} "
                                f"effective params {last[4]:.0f}")
+            if checkpoint is not None and checkpoint.due(t + 1) and t + 1 < steps:
+                checkpoint.save(self.state(rows))  # one host copy per checkpoint, not per step
         table = torch.stack(rows).cpu().T.tolist() if rows else [[]] * 5
         if rows and (not table[2][-1] > 0 or not math.isfinite(table[1][-1])):
             # a start without paths may recover; an end without them is an error
@@ -140,14 +170,19 @@ class DPaI:
                                                       self.shapes)})
 
 
-@register("dpai")
+@register("dpai", rules={
+    "alpha": checks.real(0, 1), "beta": checks.real(0, 1), "lr": checks.real(0, lo_open=True),
+    "steps": checks.integer(0), "optimizer": checks.one_of(*OPTIMIZERS),
+    "budget": checks.one_of(*BUDGETS)})
 def dpai(model, sparsity, *, seed, data=None, alpha=0.99, beta=0.5, lr=0.005, steps=3000,
-         optimizer="adam", progress=False):
-    """The paper defaults: alpha 0.99, beta 0.5, Adam lr 0.005 (constant), 3000 steps."""
+         optimizer="adam", budget="erk", progress=False, checkpoint=None):
+    """The paper defaults: alpha 0.99, beta 0.5, Adam lr 0.005 (constant), 3000 steps, ERK
+    layer budgets. checkpoint: a dpai.Checkpoint (counted in steps) to save to and resume from."""
     if not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps={steps!r} must be a non-negative integer")
-    search = DPaI(model, sparsity, seed=seed, alpha=alpha, beta=beta, lr=lr, optimizer=optimizer)
-    trajectory = search.run(steps, progress=progress)
+    search = DPaI(model, sparsity, seed=seed, alpha=alpha, beta=beta, lr=lr, optimizer=optimizer,
+                  budget=budget)
+    trajectory = search.run(steps, progress=progress, checkpoint=checkpoint)
     mask = search.mask()
     mask.info["trajectory"] = trajectory
     return mask

@@ -11,6 +11,7 @@ import math
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from .. import checks
 from ..budget import global_budget
 from ..device import model_device
 from ..mask import Mask
@@ -41,7 +42,7 @@ def grasp_scores(work, batches, temperature: float = 200.0) -> dict[str, torch.T
     return {n: (ws[n] * h).detach() for n, h in grasp_hg(work, batches, temperature).items()}
 
 
-@register("grasp", needs_data=True)
+@register("grasp", needs_data=True, rules={"temperature": checks.real(0, lo_open=True)})
 def grasp(model, sparsity, *, seed, data=None, temperature: float = 200.0):
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
             or not (math.isfinite(temperature) and temperature > 0):

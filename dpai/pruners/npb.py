@@ -71,6 +71,7 @@ import scipy.sparse as sp
 import torch
 from scipy.optimize import Bounds, LinearConstraint, milp
 
+from .. import checks
 from ..budget import erk_budget
 from ..mask import Mask
 from ..models import prunable_layers
@@ -285,7 +286,10 @@ def _check(alpha, beta, chunk_size, max_taps, time_limit, effective_only, fine_t
             raise ValueError(f"npb: {key}={value!r} must be {allowed}")
 
 
-@register("npb")
+@register("npb", rules={
+    "alpha": checks.real(0, 1), "beta": checks.real(0), "chunk_size": checks.integer(1),
+    "max_taps": checks.optional(checks.integer(1)), "time_limit": checks.real(0, lo_open=True),
+    "effective_only": checks.boolean(), "fine_tune": checks.one_of(*FINE_TUNE)})
 def npb(model, sparsity, *, seed, data=None, alpha: float = 0.01, beta: float = 1.0,
         chunk_size: int = 32, max_taps: int | None = None, time_limit: float = 10.0,
         effective_only: bool = False, fine_tune: str = "conv"):

@@ -37,6 +37,7 @@ device.
 """
 import torch
 
+from .. import checks
 from ..budget import global_budget
 from ..mask import Mask
 from ..models import prunable_layers
@@ -237,7 +238,7 @@ class _Walker:
         return walks
 
 
-@register("phew")
+@register("phew", rules={"tap": checks.one_of(*TAPS)})
 def phew(model, sparsity, *, seed, data=None, tap: str = "uniform"):
     if tap not in TAPS:
         raise ValueError(f"phew: tap={tap!r} is not one of {list(TAPS)}")

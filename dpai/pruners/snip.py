@@ -5,6 +5,7 @@ weights that will be trained (no re-initialised copy, unlike the original SNIP c
 """
 import torch
 
+from .. import checks
 from ..budget import global_budget
 from ..device import model_device
 from ..mask import Mask
@@ -40,7 +41,7 @@ def iter_snip_masks(model, sparsity, *, seed, data, rounds: int = 60):
     return iterative_masks(work, counts, lambda w: snip_scores(w, batches), g)
 
 
-@register("iter_snip", needs_data=True)
+@register("iter_snip", needs_data=True, rules={"rounds": checks.integer(1)})
 def iter_snip(model, sparsity, *, seed, data=None, rounds: int = 60):
     # 60 rounds, exponential schedule: the reference README's CIFAR setting
     check_rounds(rounds)

@@ -7,6 +7,7 @@ over/underflows on deep nets and creates ties. 100 rounds, exponential schedule,
 """
 import torch
 
+from .. import checks
 from ..device import model_device
 from ..mask import Mask
 from ..models import input_shape
@@ -35,7 +36,7 @@ def synflow_masks(model, sparsity, *, seed, rounds: int = 100):
     return iterative_masks(work, counts, synflow_scores, g)
 
 
-@register("synflow")
+@register("synflow", rules={"rounds": checks.integer(1)})
 def synflow(model, sparsity, *, seed, data=None, rounds: int = 100):
     mask = last(synflow_masks(model, sparsity, seed=seed, rounds=rounds))
     return Mask(mask, {"rounds": rounds, "schedule": "exponential", "dtype": "float64"})
