@@ -21,3 +21,5 @@ __all__ += ["TrainConfig", "train"]
 from .data import DATASETS, Data, ScoringSample, scoring_batches  # noqa: E402
 from .paths import log_paths_reference  # noqa: E402
 __all__ += ["DATASETS", "Data", "ScoringSample", "scoring_batches", "log_paths_reference"]
+from .flops import flops  # noqa: E402
+__all__ += ["flops"]
