@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -149,7 +148,8 @@ def out(shared):
 
 
 def load(root, methods=METHODS, sparsities=SPARSITIES, seeds=SEEDS):
-    return (load_masks(root, methods, sparsities, seeds), load_runs(root, methods, sparsities, seeds))
+    return (load_masks(root, methods, sparsities, seeds),
+            load_runs(root, methods, sparsities, seeds))
 
 
 def report(root, out="reports", methods=METHODS, seeds=SEEDS):
@@ -378,13 +378,12 @@ def test_pngs_decode_not_blank(out):
             img = imread(out / name)
             assert img.ndim == 3 and img.shape[2] in (3, 4), name
             assert img[..., :3].var() > 1e-3, name
-    fig = imread(out / "figure.png")
-    # 15 x 4.6 inches at 120 dpi, trimmed to the drawing: three panels side by side
-    assert 1500 < fig.shape[1] < 2000 and 450 < fig.shape[0] < 650
-    curves = imread(out / "training_curves.png")   # one column of panels per sparsity
-    assert curves.shape[1] > curves.shape[0]
-    density = imread(out / "layer_density.png")    # one row of panels per sparsity
-    assert density.shape[0] > 700
+    # figure size x 120 dpi (constrained layout, no trimming): the figure 15 x 4.6 inches;
+    # per-sparsity figures grow with the 2 sparsities (columns of curves, rows of layers)
+    assert imread(out / "figure.png").shape[:2] == (552, 1800)
+    assert imread(out / "training_curves.png").shape[:2] == (900, 120 * (1 + 4.5 * 2))
+    assert imread(out / "layer_density.png").shape[:2] == (120 * (1 + 3.5 * 2), 720)
+    assert imread(out / "dpai_trajectory.png").shape[:2] == (120 * (1 + 3 * 2), 1680)
 
 
 def test_metrics_document(out):

@@ -17,14 +17,15 @@ from .results import REFERENCE
 
 
 def save_figure(fig: Figure, path):
-    """Write `fig` as PNG atomically (the temporary name has no .png suffix, so say the format)."""
+    """Write `fig` as PNG atomically (the temporary name has no .png suffix, so say the format);
+    no "Software" chunk (matplotlib's version), so the bytes depend on the drawing only. The
+    figures use the constrained layout, so the PNG has the figure's size (no tight bbox)."""
     return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120,
-                                                      bbox_inches="tight",
                                                       metadata={"Software": None}))
 
 
 def message_figure(text: str) -> Figure:
-    fig = Figure(figsize=(6, 2))
+    fig = Figure(figsize=(6, 2), layout="constrained")
     ax = fig.subplots()
     ax.axis("off")
     ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=12)
@@ -52,7 +53,8 @@ def _layer_mean(reports: list[dict], names: list[str], value) -> list[float]:
 def _sparsity_rows(masks: dict, names: list[str]):
     """A figure with one panel per sparsity (ascending, stacked, shared layer axis)."""
     sparsities = sorted(masks)
-    fig = Figure(figsize=(max(6.0, 0.3 * len(names)), 1.0 + 3.5 * len(sparsities)))
+    fig = Figure(figsize=(max(6.0, 0.3 * len(names)), 1.0 + 3.5 * len(sparsities)),
+                 layout="constrained")
     axes = fig.subplots(len(sparsities), 1, sharex=True, squeeze=False)[:, 0]
     for ax in axes:
         ax.grid(alpha=0.3)
@@ -81,8 +83,9 @@ def plot_layer_density(masks: dict[float, dict[str, list[dict]]], path):
                     label=method)
         ax.set_yscale("log")
         ax.set_ylabel("density (kept / total)")
-        ax.set_title(f"Per-layer density, sparsity {sparsity_label(sparsity)}")
+        ax.set_title(f"sparsity {sparsity_label(sparsity)}")
         ax.legend(fontsize=8)
+    fig.suptitle("Per-layer density (mean over seeds)")
     return save_figure(fig, path)
 
 
@@ -102,9 +105,9 @@ def plot_layer_nodes(masks: dict[float, dict[str, list[dict]]], path):
                         color=line.get_color(), label=f"{method}: collapsed ({len(where)})")
         ax.set_ylim(-0.05, 1.05)
         ax.set_ylabel("effective / all nodes")
-        ax.set_title(f"Per-layer effective nodes (x = collapsed in some seed), sparsity "
-                     f"{sparsity_label(sparsity)}")
+        ax.set_title(f"sparsity {sparsity_label(sparsity)}")
         ax.legend(fontsize=8)
+    fig.suptitle("Per-layer effective nodes (x = collapsed in some seed)")
     return save_figure(fig, path)
 
 
@@ -123,7 +126,7 @@ def plot_dpai_trajectory(masks: dict[float, dict[str, list[dict]]], path):
     found = {s: runs for s, runs in found.items() if runs}
     if not found:
         return save_figure(message_figure(f"{REFERENCE}: no trajectory recorded"), path)
-    fig = Figure(figsize=(14, 1.0 + 3.0 * len(found)))
+    fig = Figure(figsize=(14, 1.0 + 3.0 * len(found)), layout="constrained")
     grid = fig.subplots(len(found), len(TRAJECTORY), squeeze=False)
     for row, (sparsity, runs) in zip(grid, found.items()):
         for ax, (key, label) in zip(row, TRAJECTORY):
@@ -169,7 +172,7 @@ def plot_training_curves(curves: pd.DataFrame, path):
     """Per sparsity (columns): test accuracy (mean, shaded ± std) and mean train loss per
     epoch, one line per method."""
     sparsities = sorted(curves["sparsity"].unique()) or [None]
-    fig = Figure(figsize=(1.0 + 4.5 * len(sparsities), 7.5))
+    fig = Figure(figsize=(1.0 + 4.5 * len(sparsities), 7.5), layout="constrained")
     grid = fig.subplots(2, len(sparsities), squeeze=False)
     for col, sparsity in enumerate(sparsities):
         acc_ax, loss_ax = grid[0, col], grid[1, col]

@@ -169,7 +169,7 @@ def structure_cells(frame: pd.DataFrame, latex: bool) -> tuple[list[str], list[l
 
 
 def results_markdown(summary: pd.DataFrame, *, dataset, model, seeds) -> str:
-    parts = []
+    parts = [f"# {dataset} / {model}: results per sparsity", ""]
     for s in dict.fromkeys(summary["sparsity"]):
         frame = at_sparsity(summary, s)
         parts += [f"## Sparsity {sparsity_label(s)} (density {1 - s:.4g})", "",
