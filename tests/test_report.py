@@ -18,7 +18,7 @@ from matplotlib.image import imread
 from scipy import stats
 
 from dpai.report import (OUTPUTS, SIDE_OUTPUTS, figure_markdown, load_masks, load_runs,
-                         load_timings, metrics, plot_dpai_trajectory, read_params,
+                         load_timings, metrics, plot_dpai_trajectory, plot_figure, read_params,
                          results_markdown, summary_frame, write_report)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -597,3 +597,24 @@ def test_dvc_plots_colour_by_method(shared, tmp_path):
     assert {v["method"] for v in values} == set(METHODS)
     assert len(values) == len(METHODS) * len(SPARSITIES) * 3
     assert not [a for a in json.dumps(spec).split('"') if a.startswith("<DVC_METRIC")]
+
+
+def test_dead_mask_no_paths_renders(inputs, tmp_path):
+    """A mask without any input-output path: 0 effective nodes (ln = -inf) and a log-path
+    count written as null (strict JSON for -inf) render as '-inf' and '--', metrics as null."""
+    for seed in SEEDS:
+        doc = mask_report("random_erk", 0.99, seed)
+        doc["topology"].update(effective_nodes=0, log_paths_exact=None)
+        doc["flops"]["effective"] = 0
+        (inputs / "masks" / f"{item('random_erk', 0.99, seed)}.json").write_text(json.dumps(doc))
+    masks, runs = load(inputs)
+    results, figure, doc = tables(masks, runs)
+    grids = md_tables(figure)
+    assert grids[1][1]["random_erk"][2] == "-inf" and grids[2][1]["random_erk"][2] == "--"
+    assert grids[4][1]["random_erk"][2] == "0"
+    assert md_tables(results)[3][1]["random_erk"][5] == ""
+    dead = doc["methods"]["random_erk"]["s0_99"]
+    assert dead["log_paths_exact"] is None and dead["effective_nodes"] == 0
+    summary = summary_frame(masks, runs)
+    plot_figure(summary, tmp_path / "f.png", dataset="cifar10", model="resnet20")
+    assert imread(tmp_path / "f.png").shape[:2] == (552, 1800)
