@@ -25,3 +25,5 @@ from .train import NonFiniteLoss  # noqa: E402
 from .checkpoint import Checkpoint  # noqa: E402
 from . import config  # noqa: E402  (dpai.config.validate: the pipeline's parameter checks)
 __all__ += ["NonFiniteLoss", "Checkpoint", "config"]
+from .flops import flops  # noqa: E402
+__all__ += ["flops"]

@@ -16,6 +16,7 @@ from . import checks
 from .data.specs import DATASETS
 from .device import DEVICES
 from .models import MODELS, create_model
+from .names import sparsity_name
 from .pruners import METHODS, check_method
 from .train import TrainConfig
 
@@ -30,11 +31,6 @@ DOWNLOADABLE = tuple(n for n, s in DATASETS.items() if s.url is not None)
 SPARSITY = checks.real(0, 1, lo_open=True, hi_open=True)
 # folders that DVC stages write (and so delete before a rerun), relative to the repo root
 STAGE_OUTPUTS = ("masks", "runs", "reports")
-
-
-def sparsity_key(sparsity) -> str:
-    """A sparsity as it appears in stage and file names (DVC renders matrix items this way)."""
-    return str(float(sparsity))
 
 
 def _get(params: dict, dotted: str):
@@ -193,7 +189,7 @@ def validate(params: dict) -> dict:
     for key in TOP_KEYS:
         _get(params, key)
     SPARSITY.check("sparsity", params["sparsity"])
-    _distinct_list("sparsities", params["sparsities"], SPARSITY, sparsity_key)
+    _distinct_list("sparsities", params["sparsities"], SPARSITY, sparsity_name)
     _distinct_list("methods", params["methods"],
                    checks.Rule(f"a method name (one of {sorted(METHODS)})",
                                lambda v: v in METHODS))
@@ -210,4 +206,4 @@ def validate(params: dict) -> dict:
     return params
 
 
-__all__ = ["validate", "sparsity_key", "check_model_fits", "TRANSFORMS", "INITS"]
+__all__ = ["validate", "sparsity_name", "check_model_fits", "TRANSFORMS", "INITS"]

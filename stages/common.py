@@ -19,14 +19,13 @@ sys.path.insert(0, str(ROOT))  # the stages work from a checkout even without `p
 
 import dpai  # noqa: E402
 from dpai.checkpoint import Checkpoint, file_digest, source_digest  # noqa: E402
-from dpai.config import sparsity_key  # noqa: E402
+from dpai import names  # noqa: E402
 from dpai.io import clean_stale, write_json  # noqa: E402
 
 # outside the stages' outputs, so DVC never deletes them before a rerun (git- and dvc-ignored)
 CHECKPOINTS = Path(os.environ.get("DPAI_CHECKPOINT_DIR", "checkpoints"))
 TMP = Path(".dvc/tmp/dpai")   # temporary files of atomic writes
-TIMINGS = Path("timings")     # wall-clock seconds: nothing depends on them
-OUTPUT_FOLDERS = ("masks", "runs", "reports", str(TIMINGS))
+OUTPUT_FOLDERS = ("masks", "runs", "reports", "timings/mask", "timings/train")
 
 
 def fail(message: str, status: int = 2) -> None:
@@ -62,7 +61,7 @@ def set_threads() -> int:
 
 def item(method: str, sparsity, seed: int) -> str:
     """<method>-<sparsity>-<seed>: the DVC item key and the file name part."""
-    return f"{method}-{sparsity_key(sparsity)}-{seed}"
+    return names.item_name(method, sparsity, seed)
 
 
 def parse_item(params: dict, argv: list[str]) -> tuple[str, float, int]:
@@ -72,9 +71,9 @@ def parse_item(params: dict, argv: list[str]) -> tuple[str, float, int]:
     method, sparsity, seed = argv
     if method not in params["methods"]:
         fail(f"method={method!r} is not in params methods {params['methods']}")
-    levels = {sparsity_key(s): float(s) for s in params["sparsities"]}
+    levels = {names.sparsity_name(s): float(s) for s in params["sparsities"]}
     try:
-        key = sparsity_key(sparsity)
+        key = names.sparsity_name(sparsity)
     except ValueError:
         key = sparsity
     if key not in levels:
@@ -85,15 +84,15 @@ def parse_item(params: dict, argv: list[str]) -> tuple[str, float, int]:
 
 
 def mask_path(name: str) -> Path:
-    return Path("masks") / f"{name}.pt"
+    return Path(names.MASK_FILE.format(item=name)).with_suffix(".pt")
 
 
 def run_path(name: str) -> Path:
-    return Path("runs") / f"{name}.json"
+    return Path(names.RUN_FILE.format(item=name))
 
 
 def write_timing(stage: str, name: str, timing: dict) -> None:
-    write_json(TIMINGS / stage / f"{name}.json", timing)
+    write_json(names.TIMING_FILE.format(stage=stage, item=name), timing)
 
 
 def data_folder(params: dict) -> Path:

@@ -48,7 +48,9 @@ def main(argv: list[str]) -> None:
     start = time.perf_counter()
     topology = dpai.topology(model, mask)
     topology_seconds = time.perf_counter() - start
-    path = mask.save(common.mask_path(name), topology=topology)
+    flops = dpai.flops(model, mask, topology)
+    flops.pop("layers")
+    path = mask.save(common.mask_path(name), topology=topology, flops=flops)
     common.write_timing("mask", name, {"seconds": seconds, "topology_seconds": topology_seconds})
     if runtime:
         runtime["checkpoint"].remove()

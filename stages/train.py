@@ -51,7 +51,7 @@ def main(argv: list[str]) -> None:
             config, device=device, checkpoint=ckpt, generators=[generator])
     except dpai.NonFiniteLoss as exc:
         common.fail(f"{name}: {exc}", status=1)
-    timing = result.pop("timing")
+    timing = {"seconds": (timing := result.pop("timing"))["train_seconds"], **timing}
     environment = {"torch": torch.__version__, "device": str(device),
                    "threads": torch.get_num_threads(),
                    "deterministic": torch.are_deterministic_algorithms_enabled()}

@@ -1,38 +1,48 @@
-"""Read the report's inputs: params.yaml values, mask reports and training runs.
+"""Read the report's inputs: params.yaml values, mask reports, training runs and timing files.
 
-Only the files the params name are opened, never a glob: `dvc repro` leaves the outputs of
-matrix items that no longer exist in place (docs/dvc-notes.md, section 1).
+One item of the pipeline is (method, sparsity, seed), named `<method>-<sparsity>-<seed>` with
+the sparsity written as `str(float(s))` (0.99 -> "0.99"), as DVC renders the matrix items
+`mask@...` and `train@...`. Only the files the params name are opened, never a glob: `dvc
+repro` leaves the outputs of matrix items that no longer exist in place.
 """
 import json
 import math
 from pathlib import Path
 
+from ..names import (MASK_FILE, RUN_FILE, TIMING_FILE, TIMING_STAGES,  # noqa: F401
+                     item_name, mask_path, run_path, sparsity_name, timing_path)
+
 # Stale files from another sparsity are caught by comparing against the params; the slack
-# tolerates a run that records the achieved rather than the requested sparsity.
+# tolerates a file that records the achieved rather than the requested sparsity.
 SPARSITY_TOLERANCE = 1e-3
 
-# The files the report reads, relative to the repo root: stages/mask.py writes one mask report
-# per seed, stages/train.py one run per seed. A mask template without {seed} names one report
-# shared by all seeds.
-MASK_FILE = "masks/{method}/{method}-{seed}.json"
-RUN_FILE = "runs/{method}-{seed}.json"
+# The files the report reads, relative to the repo root: stages/mask.py writes one mask
+# (masks/<item>.pt) and its report (.json) per item, stages/train.py one run per item.
+# Untracked side files ({"seconds": float}) that nothing depends on: stage = "mask" | "train"
 
-MASK_KEYS = ("density", "layers", "info", "topology")
+MASK_KEYS = ("density", "layers", "info", "topology", "flops")
 TOPOLOGY_KEYS = ("effective_params", "effective_nodes", "effective_kernels", "log_paths_exact",
                  "collapsed_layers", "layers")
-RUN_KEYS = ("method", "seed", "final_test_acc", "best_test_acc", "train_seconds", "epochs")
+FLOPS_KEYS = ("dense", "kept", "effective")
+RUN_KEYS = ("method", "seed", "final_test_acc", "best_test_acc", "epochs")
 
 
-def mask_path(root, method: str, seed: int | None = None, template: str = MASK_FILE) -> Path:
-    return Path(root) / template.format(method=method, seed=seed)
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def run_path(root, method: str, seed: int, template: str = RUN_FILE) -> Path:
-    return Path(root) / template.format(method=method, seed=seed)
+def check_method_names(methods) -> None:
+    """Method names are keys of metrics.json: '.' and '@' would make DVC's flattened metric
+    names (`methods.<method>.<sparsity key>.<metric>`) ambiguous."""
+    for method in methods:
+        if "." in method or "@" in method:
+            raise ValueError(f"methods: {method!r} cannot be a metrics key: names must not "
+                             f"contain '.' or '@'")
 
 
 def read_params(params: dict) -> dict:
-    """The report's settings from a loaded params.yaml: sparsity, methods, seeds, dataset, model."""
+    """The report's settings from a loaded params.yaml: methods, sparsities (floats, in params
+    order), seeds, dataset, model."""
     def get(dotted):
         node = params
         for key in dotted.split("."):
@@ -41,18 +51,25 @@ def read_params(params: dict) -> dict:
             node = node[key]
         return node
 
-    sparsity, methods, seeds = get("sparsity"), get("methods"), get("seeds")
-    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) \
-            or not 0 < sparsity < 1:
-        raise ValueError(f"params: sparsity={sparsity!r} is not a number in (0, 1)")
+    sparsities, methods, seeds = get("sparsities"), get("methods"), get("seeds")
+    if not isinstance(sparsities, list) or not sparsities:
+        raise ValueError(f"params: sparsities={sparsities!r} is not a non-empty list of numbers "
+                         f"in (0, 1)")
+    for s in sparsities:
+        if not _is_number(s) or not 0 < s < 1:
+            raise ValueError(f"params: sparsities contains {s!r}, not a number in (0, 1)")
+    if len({float(s) for s in sparsities}) < len(sparsities):
+        raise ValueError(f"params: sparsities={sparsities!r} has duplicates")
     if not isinstance(methods, list) or not methods or len(set(methods)) < len(methods) \
             or not all(isinstance(m, str) and m for m in methods):
         raise ValueError(f"params: methods={methods!r} is not a non-empty list of distinct names")
+    check_method_names(methods)
     if not isinstance(seeds, list) or not seeds or len(set(seeds)) < len(seeds) \
             or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise ValueError(f"params: seeds={seeds!r} is not a non-empty list of distinct integers")
-    return {"sparsity": float(sparsity), "methods": list(methods), "seeds": list(seeds),
-            "dataset": str(get("data.dataset")), "model": str(get("model.name"))}
+    return {"methods": list(methods), "sparsities": [float(s) for s in sparsities],
+            "seeds": list(seeds), "dataset": str(get("data.dataset")),
+            "model": str(get("model.name"))}
 
 
 def _load(path: Path, what: str) -> dict:
@@ -60,12 +77,17 @@ def _load(path: Path, what: str) -> dict:
         raise FileNotFoundError(f"missing {what} {path} (named by params.yaml; "
                                 f"run `dvc repro` to produce it)")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+        doc = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path} is not a JSON object")
+    return doc
 
 
 def _require(doc: dict, keys, path: Path, prefix: str = "") -> None:
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: {prefix.rstrip('.')!r} is not an object")
     for key in keys:
         if key not in doc:
             raise ValueError(f"{path}: key {prefix + key!r} is missing")
@@ -73,8 +95,7 @@ def _require(doc: dict, keys, path: Path, prefix: str = "") -> None:
 
 def _check_equal(path: Path, key: str, value, expected) -> None:
     if isinstance(expected, float):
-        ok = isinstance(value, (int, float)) and math.isclose(value, expected,
-                                                               abs_tol=SPARSITY_TOLERANCE)
+        ok = _is_number(value) and math.isclose(value, expected, abs_tol=SPARSITY_TOLERANCE)
     else:
         ok = value == expected
     if not ok:
@@ -82,43 +103,67 @@ def _check_equal(path: Path, key: str, value, expected) -> None:
                          f"(a stale file? rerun `dvc repro`)")
 
 
-def load_masks(root, methods: list[str], seeds: list[int], sparsity: float | None = None,
-               template: str = MASK_FILE) -> dict[str, list[dict]]:
-    """method -> mask reports, one per seed in `seeds` order (one in all if `template` has no
-    {seed}), read from `root/masks/{method}/{method}-{seed}.json`, in `methods` order."""
-    per_seed = "{seed}" in template
+def load_masks(root, methods: list[str], sparsities: list[float],
+               seeds: list[int]) -> dict[float, dict[str, list[dict]]]:
+    """sparsity -> method -> mask reports (one per seed, in `seeds` order), read from
+    `root/masks/<method>-<sparsity>-<seed>.json`; sparsities and methods in the given order."""
     out = {}
-    for method in methods:
-        out[method] = []
-        for seed in seeds if per_seed else [None]:
-            path = mask_path(root, method, seed, template)
-            doc = _load(path, "mask report")
-            _require(doc, MASK_KEYS, path)
-            _require(doc["topology"], TOPOLOGY_KEYS, path, "topology.")
-            info = doc["info"]
-            if "method" in info:
-                _check_equal(path, "info.method", info["method"], method)
-            if per_seed and "seed" in info:
-                _check_equal(path, "info.seed", info["seed"], seed)
-            if sparsity is not None and "sparsity" in info:
-                _check_equal(path, "info.sparsity", info["sparsity"], float(sparsity))
-            out[method].append(doc)
+    for sparsity in map(float, sparsities):
+        out[sparsity] = {}
+        for method in methods:
+            out[sparsity][method] = []
+            for seed in seeds:
+                path = mask_path(root, method, sparsity, seed)
+                doc = _load(path, "mask report")
+                _require(doc, MASK_KEYS, path)
+                _require(doc["topology"], TOPOLOGY_KEYS, path, "topology.")
+                _require(doc["flops"], FLOPS_KEYS, path, "flops.")
+                info = doc["info"]
+                if "method" in info:
+                    _check_equal(path, "info.method", info["method"], method)
+                if "seed" in info:
+                    _check_equal(path, "info.seed", info["seed"], seed)
+                if "sparsity" in info:
+                    _check_equal(path, "info.sparsity", info["sparsity"], sparsity)
+                out[sparsity][method].append(doc)
     return out
 
 
-def load_runs(root, methods: list[str], seeds: list[int], sparsity: float | None = None,
-              template: str = RUN_FILE) -> dict[str, list[dict]]:
-    """method -> runs (one per seed, in `seeds` order) from `root/runs/{method}-{seed}.json`."""
+def load_runs(root, methods: list[str], sparsities: list[float],
+              seeds: list[int]) -> dict[float, dict[str, list[dict]]]:
+    """sparsity -> method -> runs (one per seed, in `seeds` order) from
+    `root/runs/<method>-<sparsity>-<seed>.json`."""
     out = {}
-    for method in methods:
-        out[method] = []
-        for seed in seeds:
-            path = run_path(root, method, seed, template)
-            doc = _load(path, "run")
-            _require(doc, RUN_KEYS, path)
-            _check_equal(path, "method", doc["method"], method)
-            _check_equal(path, "seed", doc["seed"], seed)
-            if sparsity is not None and "sparsity" in doc:
-                _check_equal(path, "sparsity", doc["sparsity"], float(sparsity))
-            out[method].append(doc)
+    for sparsity in map(float, sparsities):
+        out[sparsity] = {}
+        for method in methods:
+            out[sparsity][method] = []
+            for seed in seeds:
+                path = run_path(root, method, sparsity, seed)
+                doc = _load(path, "run")
+                _require(doc, RUN_KEYS, path)
+                _check_equal(path, "method", doc["method"], method)
+                _check_equal(path, "seed", doc["seed"], seed)
+                if "sparsity" in doc:
+                    _check_equal(path, "sparsity", doc["sparsity"], sparsity)
+                out[sparsity][method].append(doc)
     return out
+
+
+def _seconds(path: Path):
+    """The "seconds" of a timing side file; None when it is absent or unreadable (a side file
+    is informative only: it never stops the report)."""
+    try:
+        value = json.loads(path.read_text()).get("seconds")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(value) if _is_number(value) and math.isfinite(value) else None
+
+
+def load_timings(root, methods: list[str], sparsities: list[float],
+                 seeds: list[int]) -> dict[float, dict[str, dict[str, list]]]:
+    """sparsity -> method -> {"mask": [seconds | None per seed], "train": [...]} from the
+    untracked side files timings/{mask,train}/<method>-<sparsity>-<seed>.json."""
+    return {float(s): {m: {stage: [_seconds(timing_path(root, stage, m, s, seed))
+                                   for seed in seeds] for stage in TIMING_STAGES}
+                       for m in methods} for s in sparsities}

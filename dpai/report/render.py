@@ -36,6 +36,21 @@ def fmt_p(p) -> str:
     return f"{p:.3g}" + (" *" if p < 0.05 else "")
 
 
+def fmt_macs(x) -> str:
+    """Multiply-accumulates with 3 significant digits and a K/M/G suffix: 40813184 -> '40.8M'."""
+    if is_missing(x):
+        return ""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g}{suffix}"
+    return f"{x:.3g}"
+
+
+def sparsity_label(sparsity: float) -> str:
+    """0.6838 -> '68.38 %', 0.9 -> '90 %'."""
+    return f"{round(100 * sparsity, 4):g} %"
+
+
 def best_rows(values, digits: int = 2) -> set:
     """Indices holding the largest value as displayed (ties at display precision all win)."""
     shown = [None if is_missing(v) else round(float(v), digits) for v in values]
@@ -60,9 +75,10 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 def latex_table(header: list[str], rows: list[list[str]], caption: str = "",
                 label: str = "") -> str:
-    """A booktabs table. Cells are used verbatim (escape them first); the header is escaped."""
+    """A booktabs table (small type). Cells are used verbatim (escape them first); the header
+    is escaped."""
     spec = "l" + "r" * (len(header) - 1)
-    lines = [r"\begin{table}[t]", r"\centering"]
+    lines = [r"\begin{table}[t]", r"\centering", r"\small"]
     if caption:
         lines.append(r"\caption{" + caption + "}")
     if label:
