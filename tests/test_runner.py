@@ -97,7 +97,7 @@ stages:
     outs:
       - out/agg.txt
 """
-ITEMS = ["prep", *[f"{k}@{m}-{s}" for k in "ab" for m in ("m1", "m2") for s in (0, 1)], "agg"]
+ITEMS = ["prep", *[f"{k}@{m}-0" for k in "ab" for m in ("m1", "m2")], "agg"]
 
 
 def sh(*cmd, cwd, check=True, env=None):
@@ -144,7 +144,7 @@ def template(tmp_path_factory):
     repo = tmp_path_factory.mktemp("toy") / "repo"
     (repo / "src").mkdir(parents=True)
     (repo / "src" / "step.py").write_text(STEP)
-    (repo / "params.yaml").write_text("methods: [m1, m2]\nseeds: [0, 1]\nscale: 3\n")
+    (repo / "params.yaml").write_text("methods: [m1, m2]\nseeds: [0]\nscale: 3\n")
     (repo / "dvc.yaml").write_text(DVC_YAML)
     (repo / ".gitignore").write_text("ran.log\n")
     sh("git", "init", "-q", cwd=repo)
@@ -222,36 +222,36 @@ def test_threads_capped_and_gpus_round_robin(parallel):
     records = ran(repo)
     assert {(r["DPAI_THREADS"], r["OMP_NUM_THREADS"]) for r in records} == {(threads, threads)}
     assert {r["CUDA_VISIBLE_DEVICES"] for r in records} == {"0", "1"}
-    for kind in "ab":  # each 4-item phase used both devices
+    for kind in "ab":  # each 2-item phase used both devices
         assert {r["CUDA_VISIBLE_DEVICES"] for r in records if r["item"].startswith(kind)} \
             == {"0", "1"}
 
 
 def test_dry_run_lists_phases(sequential, tmp_path):
     repo = copy(sequential, tmp_path / "dry")
-    (repo / "params.yaml").write_text("methods: [m1, m2]\nseeds: [0, 1]\nscale: 4\n")
+    (repo / "params.yaml").write_text("methods: [m1, m2]\nseeds: [0]\nscale: 4\n")
     before = ran(repo)
     dry = repro("--dry-run", "-j", "2", "--gpus", "none", cwd=repo)
     lines = dry.stdout.splitlines()
     assert lines[0] == "4 phases; 2 worker(s), " \
         f"{max(1, runner_mod.cpu_count() // 2)} thread(s) each"
     assert lines[1:4] == ["phase 1/4 [prep]: 1 pending", "  prep",
-                          "phase 2/4 [a@*]: 0 pending, 4 more if their inputs change"]
-    assert "  b@m2-1 (after upstream)" in lines and "  agg (after upstream)" in lines
+                          "phase 2/4 [a@*]: 0 pending, 2 more if their inputs change"]
+    assert "  b@m2-0 (after upstream)" in lines and "  agg (after upstream)" in lines
     assert ran(repo) == before  # a dry run runs nothing
 
 
 def test_failed_item_stops_downstream(template):
     repo = copy(template, template.parent / "fail")
-    res = repro("-j", "2", cwd=repo, check=False, env={**ENV, "TOY_FAIL": "a@m1-1"})
+    res = repro("-j", "2", cwd=repo, check=False, env={**ENV, "TOY_FAIL": "a@m2-0"})
     assert res.returncode != 0
     last = res.stderr.strip().splitlines()[-1]
-    log = ".dvc/tmp/dpai-repro/logs/a@m1-1.log"
-    assert last.startswith("error: 1 item(s) failed: a@m1-1 (log: ") and log in last, last
+    log = ".dvc/tmp/dpai-repro/logs/a@m2-0.log"
+    assert last.startswith("error: 1 item(s) failed: a@m2-0 (log: ") and log in last, last
     assert "exit code 3" in (repo / log).read_text() or "exited" in (repo / log).read_text()
     names = [r["item"] for r in ran(repo)]
-    assert sorted(names) == sorted(["prep", "a@m1-0", "a@m1-1", "a@m2-0", "a@m2-1"])
-    assert "a@m1-1" in status(repo)
+    assert sorted(names) == ["a@m1-0", "a@m2-0", "prep"]  # no b@*, no agg
+    assert "a@m2-0" in status(repo) and "a@m1-0" not in status(repo)
 
 
 @pytest.fixture(scope="module")
@@ -274,19 +274,84 @@ def test_submitit_local_equals_sequential(submitted, sequential):
     assert list((repo / ".dvc/tmp/dpai-repro/submitit").iterdir())  # submitit's job folders
 
 
-def test_clone_restores_from_remote_run_cache(submitted, sequential, tmp_path):
+def test_clone_restores_from_remote(submitted, sequential, tmp_path):
     repo, _, _ = submitted
-    # the clone gets the code, params and remote config, not dvc.lock: only the run-cache
-    # pushed by the jobs can tell it that these stages already ran
-    sh("git", "add", "-A", cwd=repo)
-    sh("git", "rm", "-q", "--cached", "dvc.lock", cwd=repo)
-    sh("git", "commit", "-q", "-m", "remote", cwd=repo)
+    sh("git", "add", "-A", cwd=repo)  # code, params, dvc.lock and the remote's config
+    sh("git", "commit", "-q", "-m", "results", cwd=repo)
+    # another machine with the committed dvc.lock: pull, then repro finds nothing to do
     clone = tmp_path / "clone"
     sh("git", "clone", "-q", repo, clone, cwd=tmp_path)
-    assert not (clone / "dvc.lock").exists() and outputs(clone) == {}
-    sh(sys.executable, "-m", "dvc", "pull", "--run-cache", cwd=clone, check=False)
+    assert outputs(clone) == {}
+    sh(sys.executable, "-m", "dvc", "pull", "--run-cache", cwd=clone)
     sh(sys.executable, "-m", "dvc", "repro", cwd=clone)
     assert ran(clone) == []  # no stage script ran
     assert outputs(clone) == outputs(sequential)
     assert lock(clone) == lock(sequential)
     assert status(clone) == {}
+
+
+def test_clone_without_lock_restores_from_run_cache(submitted, sequential, tmp_path):
+    """Only the run-cache the jobs pushed can tell a clone without dvc.lock that the stages
+    already ran: `dvc repro --pull` restores each one from it instead of running it."""
+    repo, _, _ = submitted
+    sh("git", "add", "-A", cwd=repo)
+    sh("git", "commit", "-q", "--allow-empty", "-m", "results", cwd=repo)
+    clone = tmp_path / "bare"
+    sh("git", "clone", "-q", repo, clone, cwd=tmp_path)
+    (clone / "dvc.lock").unlink()
+    sh(sys.executable, "-m", "dvc", "repro", "--pull", cwd=clone)
+    assert ran(clone) == []
+    assert outputs(clone) == outputs(sequential)
+    assert lock(clone) == lock(sequential)
+
+
+def _slurm_up():
+    if not shutil.which("sbatch") or not shutil.which("sinfo"):
+        return False
+    res = subprocess.run(["sinfo", "-h", "-o", "%a %t"], capture_output=True, text=True)
+    states = [line.split() for line in res.stdout.splitlines()]
+    return res.returncode == 0 and any(s[:1] == ["up"] and s[1:2] in (["idle"], ["mix"])
+                                       for s in states)
+
+
+@pytest.mark.skipif(not _slurm_up(), reason="no SLURM cluster here (sbatch/sinfo absent or down)")
+def test_submitit_slurm_equals_sequential(template, sequential):
+    """Through a real SLURM (one job array per phase) when this machine has one."""
+    repo = copy(template, template.parent / "slurm")
+    res = repro("--executor", "submitit", "--cluster", "slurm", "-j", "2", "--threads", "1",
+                "--timeout-min", "10", cwd=repo)
+    assert "submitit/slurm" in res.stderr
+    assert sorted(r["item"] for r in ran(repo)) == sorted(ITEMS)
+    assert {r["DPAI_THREADS"] for r in ran(repo)} == {"1"}
+    assert outputs(repo) == outputs(sequential)
+    assert lock(repo) == lock(sequential)
+    assert status(repo) == {}
+
+
+def test_params_validated_before_any_work(tmp_path, monkeypatch, capsys):
+    import types
+
+    import dpai
+
+    calls = []
+
+    def validate(params):
+        calls.append(params)
+        if params["train"]["epochs"] < 1:
+            raise ValueError("train.epochs: -1 is not allowed (must be an integer >= 1)")
+        return params
+
+    fake = types.ModuleType("dpai.config")
+    fake.validate = validate
+    monkeypatch.setitem(sys.modules, "dpai.config", fake)
+    monkeypatch.setattr(dpai, "config", fake, raising=False)
+    monkeypatch.chdir(tmp_path)  # no DVC repo here: any work would fail differently
+    (tmp_path / "params.yaml").write_text("train:\n  epochs: -1\n")
+    assert runner_mod.main(["--dry-run"]) == 2
+    assert capsys.readouterr().err.strip() == \
+        "error: train.epochs: -1 is not allowed (must be an integer >= 1)"
+    assert calls == [{"train": {"epochs": -1}}]
+    (tmp_path / "params.yaml").write_text("train:\n  epochs: 3\n")
+    assert runner_mod.main(["--dry-run"]) == 2  # valid: goes on and finds no pipeline
+    assert "cannot read the DVC pipeline" in capsys.readouterr().err
+    assert runner_mod.main(["--dry-run", "--no-validate"]) == 2 and len(calls) == 2
