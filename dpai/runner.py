@@ -241,7 +241,8 @@ def run_item(item: str, root=".", env_overrides: dict | None = None, remote: str
     env = dict(os.environ)
     env.update(env_overrides or {})
     if "DPAI_THREADS" not in (env_overrides or {}) and "SLURM_JOB_ID" in env:
-        n = str(cpu_count())  # a SLURM job: its allocation (cpus-per-task)
+        # a SLURM job without --threads: the CPUs SLURM allocated to it
+        n = env.get("SLURM_CPUS_PER_TASK") or str(cpu_count())
         env.update(DPAI_THREADS=n, OMP_NUM_THREADS=n, MKL_NUM_THREADS=n)
     log = log_path(root, item)
     log.parent.mkdir(parents=True, exist_ok=True)

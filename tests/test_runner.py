@@ -139,12 +139,13 @@ def copy(src, dst):
     return dst
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory):
-    repo = tmp_path_factory.mktemp("toy") / "repo"
+def make_toy(repo, methods=("m1", "m2"), seeds=(0,)):
+    """The toy DVC repo (git and DVC initialised, committed) at ``repo``."""
+    repo = Path(repo)
     (repo / "src").mkdir(parents=True)
     (repo / "src" / "step.py").write_text(STEP)
-    (repo / "params.yaml").write_text("methods: [m1, m2]\nseeds: [0]\nscale: 3\n")
+    (repo / "params.yaml").write_text(
+        f"methods: [{', '.join(methods)}]\nseeds: [{', '.join(map(str, seeds))}]\nscale: 3\n")
     (repo / "dvc.yaml").write_text(DVC_YAML)
     (repo / ".gitignore").write_text("ran.log\n")
     sh("git", "init", "-q", cwd=repo)
@@ -153,6 +154,11 @@ def template(tmp_path_factory):
     sh("git", "add", "-A", cwd=repo)
     sh("git", "commit", "-q", "-m", "toy pipeline", cwd=repo)
     return repo
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    return make_toy(tmp_path_factory.mktemp("toy") / "repo")
 
 
 @pytest.fixture(scope="module")
