@@ -377,22 +377,13 @@ def _done(res: ItemResult, bar) -> ItemResult:
 # --------------------------------------------------------------------------- validation
 
 def validate_params(root) -> None:
-    """``dpai.config.validate`` on params.yaml, if that module exists (ValueError -> exit 2)."""
-    path = Path(root) / "params.yaml"
-    if not path.exists():
-        return
-    try:
-        from dpai import config
-    except ModuleNotFoundError as exc:
-        if exc.name in ("dpai.config", "dpai"):
-            return
-        raise
-    validate = getattr(config, "validate", None)
-    if validate is None:
-        return
+    """dpai.config.validate on the repo's params.yaml (ValueError -> exit 2), before any work."""
     import yaml
 
-    validate(yaml.safe_load(path.read_text()) or {})
+    from .config import validate
+    path = Path(root) / "params.yaml"
+    if path.exists():
+        validate(yaml.safe_load(path.read_text()) or {})
 
 
 # --------------------------------------------------------------------------- command line
