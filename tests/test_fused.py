@@ -68,7 +68,8 @@ def test_each_fused_model_equals_its_separate_run(dtype):
                 assert torch.equal(got[name], ref[name]), name
         for a, b in zip(res["epochs"], fused[i]["epochs"]):
             for key in ("train_loss", "test_loss"):
-                assert a[key] == pytest.approx(b[key], abs=1e-4), (i, key)
+                # both sum the metrics in float32
+                assert a[key] == pytest.approx(b[key], rel=1e-5), (i, key)
             for key in ("epoch", "lr", "train_acc", "test_acc"):
                 assert a[key] == pytest.approx(b[key]), (i, key)
         assert fused[i]["steps"] == res["steps"] == 4 * epochs
