@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..budget import erk_budget
+from ..compiling import compile_step
 from ..mask import Mask
 from ..models import prunable_layers
 from ..paths import PathNetwork
@@ -29,7 +30,7 @@ class DPaI:
     """The DPaI optimisation state; `run(steps)` returns the trajectory, `mask()` the result."""
 
     def __init__(self, model, sparsity, *, seed, alpha=0.99, beta=0.5, lr=0.005,
-                 optimizer="adam"):
+                 optimizer="adam", compile=False):
         for key, value in (("alpha", alpha), ("beta", beta)):
             if not 0 <= value <= 1:
                 raise ValueError(f"{key}={value!r} must be in [0, 1]")
@@ -55,6 +56,11 @@ class DPaI:
         self.network = PathNetwork(model, "reference")
         self.offsets = torch.tensor([0] + self.sizes[:-1]).cumsum(0).tolist()
         self._mask, self._kept_index = None, None
+        # compile=True: torch.compile of the step (CUDA graphs on CUDA), dpai/compiling.py
+        if not isinstance(compile, bool):
+            raise ValueError(f"compile={compile!r} must be true or false")
+        if compile:
+            self.step = compile_step(self.step, device)
 
     def _select(self) -> list[torch.Tensor]:
         """Per layer, the indices of its k largest |S| (the kept weights)."""
@@ -142,11 +148,12 @@ class DPaI:
 
 @register("dpai")
 def dpai(model, sparsity, *, seed, data=None, alpha=0.99, beta=0.5, lr=0.005, steps=3000,
-         optimizer="adam", progress=False):
+         optimizer="adam", progress=False, compile=False):
     """The paper defaults: alpha 0.99, beta 0.5, Adam lr 0.005 (constant), 3000 steps."""
     if not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps={steps!r} must be a non-negative integer")
-    search = DPaI(model, sparsity, seed=seed, alpha=alpha, beta=beta, lr=lr, optimizer=optimizer)
+    search = DPaI(model, sparsity, seed=seed, alpha=alpha, beta=beta, lr=lr, optimizer=optimizer,
+                  compile=compile)
     trajectory = search.run(steps, progress=progress)
     mask = search.mask()
     mask.info["trajectory"] = trajectory
