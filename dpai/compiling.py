@@ -1,9 +1,7 @@
 """Compilation behind flags: `train.compile` (dpai.train) and `compile=True` of the DPaI search.
 
-torch.compile with inductor; on CUDA the DPaI step uses mode "reduce-overhead" (CUDA graphs:
-a 3000-step search on ResNet-20 is bound by kernel launches, not by arithmetic). Graph breaks
-(autograd.grad inside the step, for one) fall back to eager for that part, so the result is the
-same computation; outputs of a CUDA-graph replay are cloned before the next replay reuses them.
+torch.compile with inductor; on CUDA the DPaI step's path network uses mode "reduce-overhead"
+(CUDA graphs: a 3000-step search on ResNet-20 is bound by kernel launches, not by arithmetic).
 """
 import torch
 
@@ -13,15 +11,13 @@ def compile_module(model):
     return torch.compile(model)
 
 
-def compile_step(step, device):
-    """A zero-argument step function compiled; returns a function giving fresh tensors."""
+def compile_network(network, device):
+    """The DPaI step's path-count network (its forward, and its backward through AOTAutograd)
+    compiled; CUDA graphs on CUDA. The whole step is not compiled: dynamo rejects its in-place
+    mask update on a tensor that autograd also reads (index_fill_ then requires_grad_)."""
     mode = "reduce-overhead" if torch.device(device).type == "cuda" else None
-    compiled = torch.compile(step, mode=mode)
-
-    def run():
-        return compiled().clone()
-
-    return run
+    fn = network if isinstance(network, torch.nn.Module) else network.__call__
+    return torch.compile(fn, mode=mode)
 
 
-__all__ = ["compile_module", "compile_step"]
+__all__ = ["compile_module", "compile_network"]

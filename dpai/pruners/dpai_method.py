@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..budget import erk_budget
-from ..compiling import compile_step
+from ..compiling import compile_network
 from ..mask import Mask
 from ..models import prunable_layers
 from ..paths import PathNetwork
@@ -56,11 +56,11 @@ class DPaI:
         self.network = PathNetwork(model, "reference")
         self.offsets = torch.tensor([0] + self.sizes[:-1]).cumsum(0).tolist()
         self._mask, self._kept_index = None, None
-        # compile=True: torch.compile of the step (CUDA graphs on CUDA), dpai/compiling.py
+        # compile=True: the path network compiled (CUDA graphs on CUDA), dpai/compiling.py
         if not isinstance(compile, bool):
             raise ValueError(f"compile={compile!r} must be true or false")
         if compile:
-            self.step = compile_step(self.step, device)
+            self.network = compile_network(self.network, device)
 
     def _select(self) -> list[torch.Tensor]:
         """Per layer, the indices of its k largest |S| (the kept weights)."""
