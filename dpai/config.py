@@ -23,7 +23,9 @@ from .train import TrainConfig
 TOP_KEYS = ("sparsity", "sparsities", "methods", "seeds", "data", "model", "mask", "train")
 DATA_KEYS = ("dataset", "root", "url", "imagenet_archives", "split_seed")
 MODEL_KEYS = ("name",)
-MASK_KEYS = ("device", "scoring_per_class", "transform")  # plus one block per method
+MASK_KEYS = ("device", "scoring_per_class", "scoring_batch_size", "transform")  # + per method
+# parameters of several methods that the pipeline sets once, for every method that takes them
+SHARED_METHOD_PARAMS = ("scoring_batch_size",)
 TRANSFORMS = ("none", "shuffle")  # shuffle: layer-wise shuffle of the mask (a sanity check)
 TRAIN_KEYS = ("device", "init")   # plus the TrainConfig fields
 INITS = ("same", "fresh")         # same: the init the mask was computed on (the reference)
@@ -146,6 +148,8 @@ def _mask(params: dict) -> None:
         _get(params, f"mask.{key}")
     _device("mask.device", mask["device"])
     checks.one_of(*TRANSFORMS).check("mask.transform", mask["transform"])
+    checks.optional(checks.integer(1)).check("mask.scoring_batch_size",
+                                             mask["scoring_batch_size"])
     spec = DATASETS[params["data"]["dataset"]]
     checks.Rule(f"an integer in [1, {spec.min_class_train}] (the training images of "
                 f"the smallest class of {spec.name})",
@@ -158,7 +162,10 @@ def _mask(params: dict) -> None:
     for method in METHODS:
         if method in mask:
             block = mask[method] if mask[method] is not None else {}
-            _keys(block, f"mask.{method}", list(block))
+            shared = [k for k in SHARED_METHOD_PARAMS if k in block]
+            if shared:
+                raise ValueError(f"mask.{method}.{shared[0]} is not a parameter here; allowed: "
+                                 f"mask.{shared[0]} (one value for every method that takes it)")
             check_method(method, block, prefix=f"mask.{method}")
 
 

@@ -26,6 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .checkpoint import rng_state, set_rng_state
+from .compiling import compile_module
 from .device import model_device, resolve_device
 from .mask import Mask
 from .models import prunable_layers
@@ -51,6 +52,9 @@ class TrainConfig:
     nesterov: bool = False
     # bf16 autocast on CUDA (BatchNorm stays fp32); ignored on CPU, which trains in fp32
     amp: bool = True
+    # torch.compile the training step (forward + backward through AOTAutograd); same numbers
+    # up to floating-point order, the first epoch pays the compilation (dpai/compiling.py)
+    compile: bool = False
 
     def __post_init__(self):
         def bad(key, allowed):
@@ -76,6 +80,8 @@ class TrainConfig:
         for key in ("nesterov", "amp"):
             if not isinstance(getattr(self, key), bool):
                 bad(key, "must be true or false")
+        if not isinstance(self.compile, bool):
+            bad("compile", "must be true or false")
         if self.nesterov and self.momentum == 0:
             bad("nesterov", "needs momentum > 0")
         ms = self.milestones
@@ -162,6 +168,8 @@ def train(model: nn.Module, mask: Mask | None, train_batches, test_batches, conf
         model.to(memory_format=torch.channels_last)  # faster convs on tensor cores
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cuda and config.amp
                 else contextlib.nullcontext())
+    # train.compile: the step runs through the compiled module (same parameters as `model`)
+    net = compile_module(model) if config.compile else model
 
     weights, masks = [], []
     if mask is not None:
@@ -210,7 +218,7 @@ def train(model: nn.Module, mask: Mask | None, train_batches, test_batches, conf
         t0, lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
         steps_before = steps
         model.train()
-        tr_loss, tr_correct, bad, tr_n = _run_epoch(model, train_batches(epoch), device,
+        tr_loss, tr_correct, bad, tr_n = _run_epoch(net, train_batches(epoch), device,
                                                     autocast, cuda, optimizer, step)
         tr_loss, tr_correct, bad = torch.stack(  # the epoch's one sync
             [tr_loss.double(), tr_correct.double(), bad.double()]).tolist()
@@ -227,7 +235,7 @@ def train(model: nn.Module, mask: Mask | None, train_batches, test_batches, conf
         scheduler.step()
         model.eval()
         with torch.inference_mode():
-            te_loss, te_correct, _, te_n = _run_epoch(model, test_batches(), device, autocast,
+            te_loss, te_correct, _, te_n = _run_epoch(net, test_batches(), device, autocast,
                                                       cuda)
             te_loss, te_correct = te_loss.item(), te_correct.item()
         if te_n == 0:

@@ -19,6 +19,8 @@ def main(argv: list[str]) -> None:
     method, sparsity, seed = common.parse_item(params, argv)
     name = common.item(method, sparsity, seed)
     method_params = dict(params["mask"][method] or {})
+    if "scoring_batch_size" in dpai.method_params(method):
+        method_params["scoring_batch_size"] = params["mask"]["scoring_batch_size"]
     device = common.device(params["mask"]["device"])
     meta = common.data_meta(params)
     data = (dpai.data.load(common.data_folder(params), meta["dataset"], device=device)

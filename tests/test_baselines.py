@@ -36,9 +36,10 @@ def run(model, method, sparsity, data, seed=0, **params):
 def test_registered_with_params():
     assert {"snip", "iter_snip", "grasp"} <= dpai.DATA_DRIVEN
     assert not {"magnitude", "synflow"} & dpai.DATA_DRIVEN
-    assert dpai.method_params("iter_snip") == {"rounds": 60}
+    assert dpai.method_params("iter_snip") == {"rounds": 60, "scoring_batch_size": None}
     assert dpai.method_params("synflow") == {"rounds": 100}
-    assert dpai.method_params("grasp") == {"temperature": 200.0}
+    assert dpai.method_params("grasp") == {"temperature": 200.0, "scoring_batch_size": None}
+    assert dpai.method_params("snip") == {"scoring_batch_size": None}
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -16,13 +16,19 @@ from ..budget import global_budget
 from ..device import model_device
 from ..mask import Mask
 from . import register
-from .scoring import batches_on, data_info, loss_grads, weights, working_copy
+from .scoring import (batches_on, check_scoring_batch_size, data_info, loss_grads,
+                      micro_batches, weights, working_copy)
 from .select import global_topk
 
 
 def grasp_hg(work, batches, temperature: float) -> dict[str, torch.Tensor]:
     """Hg for the loss on logits / temperature, as the original: g summed over the batches
-    without graph, then z = sum_b grad_b . g with graph, and Hg = dz/dW."""
+    without graph, then z = sum_b grad_b . g with graph, and Hg = dz/dW.
+
+    Two passes over the batches: the first accumulates g (no graph), the second, with g held
+    fixed, takes z_b = grad_b . g and dz_b/dW one batch at a time. Both are sums over batches
+    (z is linear in grad_b), so with micro-batches (x, y, weight) only one chunk's double-
+    backward graph is alive at a time and the sum is the same Hg."""
     g = loss_grads(work, batches, temperature)
     ws = weights(work)
     hg = None
@@ -42,14 +48,20 @@ def grasp_scores(work, batches, temperature: float = 200.0) -> dict[str, torch.T
     return {n: (ws[n] * h).detach() for n, h in grasp_hg(work, batches, temperature).items()}
 
 
-@register("grasp", needs_data=True, rules={"temperature": checks.real(0, lo_open=True)})
-def grasp(model, sparsity, *, seed, data=None, temperature: float = 200.0):
+@register("grasp", needs_data=True, rules={
+    "temperature": checks.real(0, lo_open=True),
+    "scoring_batch_size": checks.optional(checks.integer(1))})
+def grasp(model, sparsity, *, seed, data=None, temperature: float = 200.0,
+          scoring_batch_size=None):
+    """scoring_batch_size: images per double-backward pass (None: each batch in one pass)."""
+    check_scoring_batch_size(scoring_batch_size)
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
             or not (math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature={temperature!r} must be a positive number")
     k = global_budget(model, sparsity)
     batches = batches_on(data, model_device(model))
     # train mode: BatchNorm normalises with the batch statistics, as in the original
-    scores = grasp_scores(working_copy(model, train=True), batches, float(temperature))
+    scores = grasp_scores(working_copy(model, train=True),
+                          micro_batches(batches, scoring_batch_size), float(temperature))
     g = torch.Generator().manual_seed(seed)
     return Mask(global_topk(scores, k, g), data_info(batches))

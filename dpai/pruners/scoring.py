@@ -43,17 +43,45 @@ def batches_on(data, device: torch.device) -> list[tuple[torch.Tensor, torch.Ten
     return out
 
 
+def check_scoring_batch_size(size):
+    """None (each scoring batch in one pass) or an int >= 1."""
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise ValueError(f"scoring_batch_size={size!r} must be null (one pass per batch) or an "
+                         "integer >= 1")
+    return size
+
+
+def micro_batches(batches, size: int | None) -> list[tuple]:
+    """Each (x, y) batch cut into chunks of at most `size` images, as (x, y, weight) with
+    weight = len(chunk) / len(batch): the weighted chunk losses sum to the batch's mean loss,
+    so gradients (and GraSP's Hessian-gradient product, linear in them) accumulated over the
+    chunks are the batch's. Layers that mix images of a batch (BatchNorm in train mode) see
+    the chunk instead: with them the result is that of the smaller batches (as the GraSP
+    reference's two half-batches), no longer the one-batch result. None: batches unchanged."""
+    check_scoring_batch_size(size)
+    if size is None:
+        return list(batches)
+    out = []
+    for x, y in batches:
+        for xc, yc in zip(x.split(size), y.split(size)):
+            out.append((xc, yc, len(yc) / len(y)))
+    return out
+
+
 def data_info(batches) -> dict:
     return {"num_batches": len(batches), "num_samples": sum(len(y) for _, y in batches)}
 
 
 def loss_grads(work: nn.Module, batches, temperature: float = 1.0,
                create_graph: bool = False) -> dict[str, torch.Tensor]:
-    """dL/dW of the cross-entropy (mean over each batch), summed over the batches."""
+    """dL/dW of the cross-entropy (mean over each batch), summed over the batches; a batch
+    (x, y, weight) from `micro_batches` has its loss multiplied by weight."""
     ws = weights(work)
     total = None
-    for x, y in batches:
+    for x, y, *weight in batches:
         loss = F.cross_entropy(work(x) / temperature, y)
+        if weight:
+            loss = loss * weight[0]
         grads = torch.autograd.grad(loss, list(ws.values()), create_graph=create_graph)
         total = list(grads) if total is None else [t + g for t, g in zip(total, grads)]
     return dict(zip(ws, total))
