@@ -111,8 +111,10 @@ def test_prune_rejects_unknown_method_and_param():
     model = dpai.create_model("resnet20", in_channels=1, image_size=8)
     with pytest.raises(ValueError, match="method='nope'"):
         dpai.prune(model, "nope", 0.9)
-    with pytest.raises(ValueError, match="'alfa'"):
+    with pytest.raises(ValueError, match=r"^dpai\.alfa is not a parameter of dpai; allowed: "):
         dpai.prune(model, "dpai", 0.9, alfa=0.5)
+    with pytest.raises(ValueError, match=r"^dpai\.alpha='x' is invalid: allowed is a number"):
+        dpai.prune(model, "dpai", 0.9, alpha="x")
 
 
 def test_random_methods_keep_exact_counts():

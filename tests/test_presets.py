@@ -103,5 +103,5 @@ def test_paper_hyperparameters(tmp_path, preset, values):
         (0.9, 128, 1e-4, 0.1)
     assert p["seeds"] == [0, 1, 2] and len(p["methods"]) == 10
     assert p["mask"]["dpai"] == {"alpha": 0.99, "beta": 0.5, "lr": 0.005, "steps": 3000,
-                                 "optimizer": "adam", "budget": "erk"}
+                                 "optimizer": "adam", "budget": "erk", "compile": False}
     assert p["train"]["init"] == "same"
