@@ -1,0 +1,61 @@
+"""The real pipeline (tiny preset) through `dpai-repro -j 2` and through submitit's local
+executor with a DVC remote: the same dvc.lock and reports as a sequential `dvc repro`, and a
+second clone pointed at the remote restores everything without running a stage."""
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from dpai.report import OUTPUTS
+from pipeline_repo import DVC, ROOT, make_repo, ran, run
+
+pytestmark = pytest.mark.slow
+
+SETTING = ("preset=tiny", "methods=[random_erk,snip]", "seeds=[0,1]")
+RUNNER = f"{sys.executable} {ROOT / 'dpai' / 'runner.py'}"
+
+
+def lock(repo):
+    return yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+
+
+def reports(repo):
+    return {name: (repo / "reports" / name).read_bytes() for name in OUTPUTS}
+
+
+@pytest.fixture(scope="module")
+def sequential(tmp_path_factory):
+    repo = make_repo(tmp_path_factory.mktemp("sequential"), *SETTING)
+    run(f"{DVC} repro", repo)  # DPAI_THREADS=1, as each of the runner's 2 workers below
+    return repo
+
+
+def test_two_workers_equal_sequential(sequential, tmp_path):
+    repo = make_repo(tmp_path / "parallel", *SETTING)
+    out = run(f"{RUNNER} -j 2 --threads 1", repo)
+    assert "failed" not in out.stdout.lower().replace("0 failed", "")
+    assert lock(repo) == lock(sequential)
+    assert reports(repo) == reports(sequential)
+    assert run(f"{DVC} status", repo).stdout.strip().endswith("up to date.")
+    logs = sorted(p.name for p in (repo / ".dvc/tmp/dpai-repro/logs").iterdir())
+    assert "train@snip-0.99-1.log" in logs and len(logs) == 1 + 1 + 4 + 4 + 1
+
+
+def test_submitit_with_a_remote_then_a_clone_restores_without_running(sequential, tmp_path):
+    repo = make_repo(tmp_path / "submitted", *SETTING)
+    store = tmp_path / "store"
+    run(f"{DVC} remote add -d store {store} && git add .dvc/config && git commit -qm remote",
+        repo)
+    run(f"{RUNNER} -j 2 --threads 1 --executor submitit --cluster local --remote store", repo)
+    assert lock(repo) == lock(sequential)
+    assert reports(repo) == reports(sequential)
+    run("git add -A && git commit -qm 'results'", repo)
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
+    out = run(f"{DVC} pull --run-cache -q && {DVC} repro", clone).stdout
+    assert ran(out) == [], out[-2000:]
+    for name in ("masks/snip-0.99-1.pt", "runs/random_erk-0.99-0.json", "data/digits/train.pt"):
+        assert (clone / name).read_bytes() == (repo / name).read_bytes(), name
+    shutil.rmtree(clone)
