@@ -380,7 +380,7 @@ def validate_params(root) -> None:
     """dpai.config.validate on the repo's params.yaml (ValueError -> exit 2), before any work."""
     import yaml
 
-    from .config import validate
+    from dpai.config import validate
     path = Path(root) / "params.yaml"
     if path.exists():
         validate(yaml.safe_load(path.read_text()) or {})

@@ -9,12 +9,12 @@ import pytest
 import yaml
 
 from dpai.report import OUTPUTS
-from pipeline_repo import DVC, ROOT, make_repo, ran, run
+from pipeline_repo import DVC, make_repo, ran, run
 
 pytestmark = pytest.mark.slow
 
 SETTING = ("preset=tiny", "methods=[random_erk,snip]", "seeds=[0,1]")
-RUNNER = f"{sys.executable} {ROOT / 'dpai' / 'runner.py'}"
+RUNNER = f"{sys.executable} -m dpai.runner"  # what the dpai-repro script runs
 
 
 def lock(repo):
