@@ -91,11 +91,11 @@ def input_paths(network: PathNetwork, name: str, masks: dict) -> torch.Tensor:
     values: the count may be taken on a scaled input to stay finite)."""
     seen = {}
 
-    def hook(module, args):
-        seen["x"] = args[0].detach()
+    def hook(x):
+        seen["x"] = x.detach()
         raise _Stop
 
-    handle = network.net.get_submodule(name).register_forward_pre_hook(hook)
+    network.pre_hooks[name] = hook
     try:
         for scale in (1.0, TINY):
             try:
@@ -109,7 +109,7 @@ def input_paths(network: PathNetwork, name: str, masks: dict) -> torch.Tensor:
             if torch.isfinite(paths).all():
                 return paths.cpu()
     finally:
-        handle.remove()
+        network.pre_hooks.pop(name, None)
     raise ValueError(f"npb: path counts at layer {name!r} overflow float64")
 
 
@@ -235,8 +235,9 @@ def paths_through(network: PathNetwork, masks: dict, name: str) -> torch.Tensor:
     for scale in (1.0, TINY):
         total = network(masks, scale=scale)
         if torch.isfinite(total):
-            return torch.autograd.grad(total, masks[name])[0] if total > 0 \
-                else torch.zeros_like(masks[name])
+            grad = torch.autograd.grad(total, masks[name], allow_unused=True)[0] \
+                if total > 0 else None
+            return torch.zeros_like(masks[name]) if grad is None else grad
     raise ValueError(f"npb: path counts overflow float64 (fine-tuning {name!r})")
 
 
