@@ -31,8 +31,12 @@ def load_params(path: str = "params.yaml") -> dict:
     for seed in params["seeds"]:
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             fail(f"seeds: {seed!r} must be a non-negative integer")
-    if params["model"]["name"] not in dpai.MODELS:
-        fail(f"model.name={params['model']['name']!r} is not one of {sorted(dpai.MODELS)}")
+    try:
+        dpai.models.check_model_name(params["model"]["name"])
+    except ValueError as exc:
+        fail(str(exc))
+    if params["model"].get("prune", "default") not in dpai.models.PRUNE:
+        fail(f"model.prune={params['model']['prune']!r} is not one of {list(dpai.models.PRUNE)}")
     if params["data"]["dataset"] not in dpai.DATASETS:
         fail(f"data.dataset={params['data']['dataset']!r} is not one of {sorted(dpai.DATASETS)}")
     return params
@@ -58,7 +62,7 @@ def data_meta(params: dict) -> dict:
 def build_model(params: dict, meta: dict, seed: int):
     return dpai.create_model(params["model"]["name"], num_classes=meta["num_classes"],
                              in_channels=meta["in_channels"], image_size=meta["image_size"],
-                             seed=seed)
+                             seed=seed, prune=params["model"].get("prune", "default"))
 
 
 def mask_path(method: str, seed: int) -> Path:

@@ -301,6 +301,11 @@ def npb(model, sparsity, *, seed, data=None, alpha: float = 0.01, beta: float = 
              for n, m in layers.items()}
     programs = limited = 0
     for name, module in layers.items():
+        if isinstance(module, torch.nn.Conv2d) and module.groups != 1:
+            raise ValueError(f"npb: layer {name!r} is a grouped convolution (groups="
+                             f"{module.groups}); NPB's per-layer program is defined for groups=1 "
+                             f"only")
+    for name, module in layers.items():
         c_out, c_in = module.weight.shape[:2]
         area = module.weight[0, 0].numel()
         k = budget[name]
