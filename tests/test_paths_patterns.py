@@ -271,3 +271,37 @@ def test_prune_linear_keeps_attention_input_projection_dense():
     default = dpai.create_model("torchvision:vit_b_16", num_classes=10, image_size=32)
     extra = set(dpai.prunable_layers(default)) - set(names)
     assert len(extra) == 12 and all(n.endswith("self_attention.in_proj_weight") for n in extra)
+
+
+def test_path_network_runs_without_tf32_and_restores_it():
+    """Inside the path network TF32 is off for matmul and cuDNN; the caller's setting is back
+    after (the flags exist on CPU builds too, so this runs everywhere)."""
+    from dpai.paths import PathNetwork
+    model = Grouped()
+    net = PathNetwork(model, "exact")
+    seen = []
+    net.pre_hooks["fc"] = lambda x: seen.append((torch.backends.cuda.matmul.allow_tf32,
+                                                 torch.backends.cudnn.allow_tf32))
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        net({n: m.double() for n, m in dpai.Mask.ones(model).items()})
+        assert seen == [(False, False)]
+        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == \
+            (True, True)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_dpai_mask_does_not_depend_on_tf32_on_cuda():
+    model = dpai.create_model("resnet20", seed=0).cuda()
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    masks = []
+    try:
+        for flag in (False, True):
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = flag
+            masks.append(dpai.prune(model, "dpai", 0.99, seed=0, steps=30))
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+    assert all(torch.equal(masks[0][n], masks[1][n]) for n in masks[0])
