@@ -15,8 +15,8 @@ What runs where (CI budget: the default loop takes about 4 minutes on 2 shared c
 Input: 32x32, except alexnet (64: smallest its pooling accepts), inception_v3 (96: 75 is its
 minimum), maxvit_t (224: its window partitions need a multiple of 224 here) and vit_h_14 (224:
 the 14-pixel patches need a multiple of 14; 224 is the size it is built for).
-PHEW and NPB are defined for convolutions with groups=1: on a model with a grouped or
-depthwise convolution they raise a ValueError naming the layer (checked here)."""
+PHEW walks a grouped or depthwise convolution through its groups' blocks; NPB solves one
+program per group (a depthwise kernel takes its group's budget)."""
 import math
 
 import pytest
@@ -32,7 +32,6 @@ SPARSITY = 0.9
 SMALL = ["squeezenet1_1", "shufflenet_v2_x0_5", "mnasnet0_5", "mobilenet_v3_small",
          "mobilenet_v2", "efficientnet_b0", "regnet_y_400mf"]
 FAMILIES = ["resnet18", "densenet121", "googlenet", "convnext_tiny", "swin_t"]
-GROUPS_ONLY_1 = ("phew", "npb")
 NPB_MAX_WEIGHTS = 15_000_000
 
 
@@ -49,10 +48,6 @@ def expected_counts(model, method):
     return None  # global methods: only the total is fixed
 
 
-def grouped(model):
-    return any(isinstance(m, torch.nn.Conv2d) and m.groups > 1 for m in model.modules())
-
-
 def check_methods(name, methods):
     model = build(name)
     g = torch.Generator().manual_seed(0)
@@ -61,10 +56,6 @@ def check_methods(name, methods):
     for method in methods:
         kwargs = dict(seed=0, data=data if method in dpai.DATA_DRIVEN else None,
                       **CHEAP.get(method, {}))
-        if method in GROUPS_ONLY_1 and grouped(model):
-            with pytest.raises(ValueError, match="grouped convolution"):
-                dpai.prune(model, method, SPARSITY, **kwargs)
-            continue
         a = dpai.prune(model, method, SPARSITY, **kwargs)
         b = dpai.prune(model, method, SPARSITY, **kwargs)
         assert a.num_total == total
@@ -102,8 +93,10 @@ def test_every_builder_is_listed():
     assert len(names) >= 80 and "torchvision:efficientnet_b0" in names
     with pytest.raises(ValueError, match="not a torchvision classification builder"):
         dpai.create_model("torchvision:fasterrcnn_resnet50_fpn")
-    with pytest.raises(ValueError, match=r"model\.name='resnet5'"):
-        dpai.create_model("resnet5")
+    with pytest.raises(ValueError, match=r"model\.name='resnet5' is not one of"):
+        dpai.models.check_model_name("resnet5")
+    with pytest.raises(ValueError, match=r"model\.prune='conv'"):
+        dpai.create_model("resnet20", prune="conv")
 
 
 def test_first_layer_follows_in_channels():
@@ -157,3 +150,17 @@ def test_dpai_and_synflow_at_224(name):
     s = dpai.prune(model, "synflow", 0.9, seed=0, rounds=2)
     assert s.num_kept == dpai.global_budget(model, 0.9)
     check_topology(model, s, name)
+
+
+def test_phew_walks_stay_inside_groups():
+    """Every PHEW walk crosses the network input to output, so on a model without gates every
+    kept weight is effective except those of the one walk cut short by the budget (at most
+    one per layer): a walk that stepped outside a group's block would break that."""
+    from test_paths_patterns import Grouped, Shuffle
+    for net in (Grouped, Shuffle):
+        torch.manual_seed(0)
+        model = net()
+        for seed in range(3):
+            mask = dpai.prune(model, "phew", 0.6, seed=seed)
+            topo = dpai.topology(model, mask)
+            assert topo["effective_params"] >= mask.num_kept - len(mask), (net.__name__, seed)

@@ -61,8 +61,9 @@ def torchvision_models() -> list[str]:
     return [TORCHVISION + n for n in torchvision.models.list_models(module=torchvision.models)]
 
 
-def check_model_name(name) -> str:
-    """`name` if it is a model create_model builds; else a one-line ValueError."""
+def check_model_name(name, key: str = "model.name") -> str:
+    """`name` if it is a model create_model builds; else a one-line ValueError naming `key`,
+    the value and what is allowed."""
     if isinstance(name, str) and name in MODELS:
         return name
     if isinstance(name, str) and name.startswith(TORCHVISION):
@@ -71,7 +72,7 @@ def check_model_name(name) -> str:
         raise ValueError(f"model.name={name!r}: {name[len(TORCHVISION):]!r} is not a "
                          f"torchvision classification builder (torchvision.models.list_models"
                          f"(module=torchvision.models), e.g. 'torchvision:resnet50')")
-    raise ValueError(f"model.name={name!r} is not one of {sorted(MODELS)} or "
+    raise ValueError(f"{key}={name!r} is not one of {sorted(MODELS)} or "
                      f"'torchvision:<name>' for a torchvision classification builder")
 
 
@@ -99,7 +100,7 @@ def create_model(name: str, num_classes: int = 10, in_channels: int = 3, image_s
                  seed: int | None = None, prune: str = "default") -> nn.Module:
     """Build a model by name (module docstring) with its reference init; `seed` makes the
     init reproducible; `prune` chooses the prunable weights (PRUNE)."""
-    check_model_name(name)
+    check_model_name(name, key="model")
     if prune not in PRUNE:
         raise ValueError(f"model.prune={prune!r} is not one of {list(PRUNE)}")
     for key, value in (("num_classes", num_classes), ("in_channels", in_channels),

@@ -74,15 +74,21 @@ class _Layer:
     """One prunable layer as the walks see it (CPU tensors)."""
 
     def __init__(self, module, offset: int, tap: str, next_in: int | None):
-        if isinstance(module, torch.nn.Conv2d) and module.groups != 1:
-            raise ValueError(f"phew: groups={module.groups} (grouped convolution) is not "
-                             f"supported, only groups=1")
+        groups = module.groups if isinstance(module, torch.nn.Conv2d) else 1
         w = module.weight.detach().to("cpu", torch.float64).abs()
-        self.c_out, self.c_in = w.shape[:2]
-        w = w.reshape(self.c_out, self.c_in, -1)
+        self.c_out, self.in_per_group = w.shape[:2]
+        w = w.reshape(self.c_out, self.in_per_group, -1)
         self.area = w.shape[2]
         self.offset = offset
-        norm = w.sum(-1)                               # kernel L1 norms (out, in)
+        # a grouped (depthwise) conv: output o reads only the inputs of its group; as a walk
+        # graph it is an (out, in) kernel-norm matrix that is 0 outside the groups' blocks
+        self.c_in, self.out_per_group = self.in_per_group * groups, self.c_out // groups
+        norm = w.sum(-1)                               # kernel L1 norms (out, in per group)
+        if groups > 1:
+            full = torch.zeros(self.c_out, self.c_in, dtype=norm.dtype)
+            cols = ((torch.arange(self.c_out) // self.out_per_group)[:, None] * self.in_per_group
+                    + torch.arange(self.in_per_group))
+            norm = full.scatter_(1, cols, norm)
         # outputs that feed the next layer: all, or the last block (ViT qkv -> v)
         fold = next_in is not None and next_in < self.c_out and self.c_out % next_in == 0
         self.feed_lo = self.c_out - next_in if fold else 0
@@ -90,6 +96,12 @@ class _Layer:
         self.backward_cdf = _cdf(norm)                 # P(in | out)
         # floor at a tiny |w| so a free tap always beats a kept one in the Gumbel-max below
         self.log_tap = w.clamp_min(1e-300).log() if tap == "magnitude" else torch.zeros_like(w)
+
+
+def _inputs(module) -> int:
+    """Input units of a prunable layer (all groups of a grouped conv)."""
+    groups = module.groups if isinstance(module, torch.nn.Conv2d) else 1
+    return module.weight.shape[1] * groups
 
 
 def _cdf(p: torch.Tensor) -> torch.Tensor:
@@ -112,7 +124,7 @@ class _Walker:
             after = self.stages[s + 1][0][0] if s + 1 < len(self.stages) else None
             for route in stage:
                 for a, b in zip(route, route[1:] + [after]):
-                    next_in[a] = modules[b].weight.shape[1] if b else None
+                    next_in[a] = _inputs(modules[b]) if b else None
         self.layers, offset = {}, 0
         for name, m in modules.items():
             self.layers[name] = _Layer(m, offset, tap, next_in[name])
@@ -157,14 +169,19 @@ class _Walker:
         other = torch.searchsorted(cdf, unit + u, right=True) - unit * width
         other = other.clamp_max(width - 1) + shift     # clamp: float round-off at a row's end
         i, o = (unit, other) if forward else (other, unit)
-        base = layer.offset + (o * layer.c_in + i) * layer.area
+        # the input's index inside the output's group (groups=1: the input itself); a pair
+        # outside a group (only reachable through a row of zero norms) adds nothing
+        local = i - (o // layer.out_per_group) * layer.in_per_group
+        inside = (local >= 0) & (local < layer.in_per_group)
+        local = local.clamp(0, layer.in_per_group - 1)
+        base = layer.offset + (o * layer.in_per_group + local) * layer.area
         taps = base[:, None] + torch.arange(layer.area)
         free = ~self.kept[taps]
         # Gumbel-max over the free taps: uniform, or proportional to |w| with tap="magnitude"
         u = torch.rand(free.shape, generator=self.g, dtype=torch.float64).clamp_min(1e-300)
-        key = layer.log_tap[o, i] - torch.log(-torch.log(u))
+        key = layer.log_tap[o, local] - torch.log(-torch.log(u))
         choice = key.masked_fill(~free, -torch.inf).argmax(1)
-        pos = torch.where(free.any(1), base + choice, -1)
+        pos = torch.where(free.any(1) & inside, base + choice, -1)
         return (o if forward else i), pos
 
     def _walk(self, unit, order, forward: bool, out: list):
