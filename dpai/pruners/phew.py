@@ -43,6 +43,8 @@ from ..models import prunable_layers
 from . import register
 
 TAPS = ("uniform", "magnitude")
+# submodule names of a residual block's projection shortcut: ours, torchvision's ResNets
+SHORTCUTS = ("shortcut", "downsample")
 MAX_WALKS = 8192      # walks per batch
 STALL_BATCHES = 64    # consecutive batches without a new weight before giving up
 
@@ -53,12 +55,13 @@ def walk_stages(model) -> list[list[list[str]]]:
     stage [[conv1, conv2], [shortcut]]."""
     stages: list[list[list[str]]] = []
     for name in prunable_layers(model):
-        if ".shortcut." not in f".{name}":
+        word = next((w for w in SHORTCUTS if f".{w}." in f".{name}"), None)
+        if word is None:
             stages.append([[name]])
             continue
-        block = name.split("shortcut.")[0]          # "layers.1.0." (or "" at top level)
+        block = name.split(word + ".")[0]           # "layers.1.0." (or "" at top level)
         last = stages[-1] if stages else None
-        if last is not None and len(last) == 2 and last[1][0].startswith(block + "shortcut."):
+        if last is not None and len(last) == 2 and last[1][0].startswith(block + word + "."):
             last[1].append(name)                     # a shortcut with several layers
             continue
         main = []
@@ -89,8 +92,8 @@ class _Layer:
             cols = ((torch.arange(self.c_out) // self.out_per_group)[:, None] * self.in_per_group
                     + torch.arange(self.in_per_group))
             norm = full.scatter_(1, cols, norm)
-        # outputs that feed the next layer: all, or the last block (ViT qkv -> v)
-        fold = next_in is not None and next_in < self.c_out and self.c_out % next_in == 0
+        # outputs that feed the next layer: all, or the last third (ViT qkv -> v)
+        fold = next_in is not None and self.c_out == 3 * next_in
         self.feed_lo = self.c_out - next_in if fold else 0
         self.forward_cdf = _cdf(norm[self.feed_lo:].t())   # P(out | in)
         self.backward_cdf = _cdf(norm)                 # P(in | out)
@@ -142,18 +145,23 @@ class _Walker:
         if q_in % p_out == 0:                  # flatten: channel c -> features c*f .. c*f+f-1
             f = q_in // p_out
             return idx * f + torch.randint(f, idx.shape, generator=self.g)
-        if p_out % q_in == 0:                  # qkv -> proj: v feature 2*dim + d -> d
+        if p_out == 3 * q_in:                  # qkv -> proj: v feature 2*dim + d -> d
             return idx - (p_out - q_in)
-        raise ValueError(f"phew: cannot pass {p_out} units to a layer with {q_in} inputs")
+        raise ValueError(f"phew: cannot pass {p_out} units to a layer with {q_in} inputs: "
+                         f"PHEW walks the chain of prunable layers in module order (projection "
+                         f"shortcuts named {'/'.join(SHORTCUTS)} as alternative routes), and "
+                         f"this model's layers do not form such a chain")
 
     def _to_prev(self, idx, q_in, p_out):
         if q_in == p_out:
             return idx
         if q_in % p_out == 0:
             return idx // (q_in // p_out)
-        if p_out % q_in == 0:
+        if p_out == 3 * q_in:
             return idx + (p_out - q_in)
-        raise ValueError(f"phew: cannot pass {q_in} units to a layer with {p_out} outputs")
+        raise ValueError(f"phew: cannot pass {q_in} units to a layer with {p_out} outputs: "
+                         f"PHEW walks the chain of prunable layers in module order, and this "
+                         f"model's layers do not form such a chain")
 
     # -- one layer crossed by a set of walks ------------------------------------------------
     def _cross(self, layer: _Layer, unit, forward: bool):
