@@ -15,14 +15,14 @@ import torch
 from . import checks
 from .data.specs import DATASETS
 from .device import DEVICES
-from .models import MODELS, create_model
+from .models import PRUNE, check_model_name, create_model
 from .names import sparsity_name
 from .pruners import METHODS, check_method
 from .train import TrainConfig
 
 TOP_KEYS = ("sparsity", "sparsities", "methods", "seeds", "data", "model", "mask", "train")
 DATA_KEYS = ("dataset", "root", "url", "imagenet_archives", "split_seed")
-MODEL_KEYS = ("name",)
+MODEL_KEYS = ("name", "prune")
 MASK_KEYS = ("device", "scoring_per_class", "scoring_batch_size", "transform")  # + per method
 # parameters of several methods that the pipeline sets once, for every method that takes them
 SHARED_METHOD_PARAMS = ("scoring_batch_size",)
@@ -82,7 +82,7 @@ def _inside(path: str, folder: str) -> bool:
     return p == f or f in p.parents
 
 
-def check_model_fits(name: str, dataset: str) -> None:
+def check_model_fits(name: str, dataset: str, prune: str = "default") -> None:
     """Build the model on the meta device (no memory, no time) and run one input of the data
     set's shape through it: a model that cannot take that input fails here, not after the
     data is loaded."""
@@ -91,7 +91,8 @@ def check_model_fits(name: str, dataset: str) -> None:
     try:
         with torch.device("meta"):
             model = create_model(name, num_classes=spec.num_classes,
-                                 in_channels=spec.in_channels, image_size=spec.image_size)
+                                 in_channels=spec.in_channels, image_size=spec.image_size,
+                                 prune=prune)
             out = model.eval()(torch.zeros(shape))
     except Exception as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -204,12 +205,11 @@ def validate(params: dict) -> dict:
                                                          lambda v: checks.is_int(v) and v >= 0))
     _data(params)
     model = _keys(_get(params, "model"), "model", MODEL_KEYS)
-    name = _get(params, "model.name")
-    if name not in MODELS:
-        raise ValueError(f"model.name={name!r} is invalid: allowed is one of {sorted(MODELS)}")
+    check_model_name(_get(params, "model.name"))
+    checks.one_of(*PRUNE).check("model.prune", _get(params, "model.prune"))
     _mask(params)
     _train(params)
-    check_model_fits(model["name"], params["data"]["dataset"])
+    check_model_fits(model["name"], params["data"]["dataset"], model["prune"])
     return params
 
 

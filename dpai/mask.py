@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .io import write_json, write_torch
-from .models import prunable_layers
+from .models import prunable_layers, weight_owner
 
 
 class Mask(dict):
@@ -78,11 +78,13 @@ class Mask(dict):
         return model
 
     def to_torch_prune(self, model: nn.Module) -> nn.Module:
-        """Attach the mask with torch.nn.utils.prune.custom_from_mask (weight_orig + weight_mask)."""
+        """Attach the mask with torch.nn.utils.prune.custom_from_mask (weight_orig + weight_mask;
+        for an attention input projection in_proj_weight_orig + in_proj_weight_mask)."""
         from torch.nn.utils import prune
         self.validate(model)
         for name, m in prunable_layers(model).items():
-            prune.custom_from_mask(m, "weight", self[name].to(m.weight.device))
+            module, attr = weight_owner(m)
+            prune.custom_from_mask(module, attr, self[name].to(m.weight.device))
         return model
 
     def shuffle(self, seed: int) -> "Mask":

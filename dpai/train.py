@@ -55,6 +55,14 @@ class TrainConfig:
     # torch.compile the training step (forward + backward through AOTAutograd); same numbers
     # up to floating-point order, the first epoch pays the compilation (dpai/compiling.py)
     compile: bool = False
+    # "sgd" (momentum, nesterov, weight_decay as above) | "adamw" (torch.optim.AdamW with lr and
+    # weight_decay, default betas; momentum and nesterov unused): the authors' ViT optimiser
+    optimizer: str = "sgd"
+    # epochs of linear warmup at the start (lr (e+1)/(warmup_epochs+1) of lr at epoch e), >= 0
+    warmup_epochs: int = 0
+    # after warmup: "multistep" (x gamma at each milestone) | "cosine" (half a cosine from lr
+    # to 0 over the remaining epochs, milestones unused): the authors' ViT warmup + cosine
+    schedule: str = "multistep"
 
     def __post_init__(self):
         def bad(key, allowed):
@@ -84,6 +92,14 @@ class TrainConfig:
             bad("compile", "must be true or false")
         if self.nesterov and self.momentum == 0:
             bad("nesterov", "needs momentum > 0")
+        if self.optimizer not in ("sgd", "adamw"):
+            bad("optimizer", "must be one of ['sgd', 'adamw']")
+        if self.nesterov and self.optimizer != "sgd":
+            bad("nesterov", "needs optimizer sgd")
+        if self.schedule not in ("multistep", "cosine"):
+            bad("schedule", "must be one of ['multistep', 'cosine']")
+        if not is_int(self.warmup_epochs) or not 0 <= self.warmup_epochs < self.epochs:
+            bad("warmup_epochs", "must be an integer >= 0 and below epochs")
         ms = self.milestones
         if (not isinstance(ms, (list, tuple)) or not all(is_int(m) and m >= 1 for m in ms)
                 or any(a >= b for a, b in zip(ms, ms[1:]))):
@@ -101,6 +117,20 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def lr_factor(config: TrainConfig):
+    """epoch (0-based) -> lr / config.lr: linear warmup, then multistep or cosine decay. With
+    warmup_epochs=0 and multistep it is MultiStepLR's gamma ** (milestones passed)."""
+    warm, epochs = config.warmup_epochs, config.epochs
+
+    def factor(epoch: int) -> float:
+        if epoch < warm:
+            return (epoch + 1) / (warm + 1)
+        if config.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * (epoch - warm) / (epochs - warm)))
+        return config.gamma ** sum(epoch >= m for m in config.milestones)
+    return factor
 
 
 def _to(t: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
@@ -180,9 +210,17 @@ def train(model: nn.Module, mask: Mask | None, train_batches, test_batches, conf
             weights.append(m.weight)
             masks.append(torch.zeros_like(m.weight).copy_(mask[name]))
 
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay, nesterov=config.nesterov)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, config.milestones, config.gamma)
+    if config.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
+                                      weight_decay=config.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                    weight_decay=config.weight_decay, nesterov=config.nesterov)
+    if config.schedule == "multistep" and config.warmup_epochs == 0:
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, config.milestones,
+                                                         config.gamma)
+    else:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config))
     steps, first_epoch, records = 0, 0, []
     state = checkpoint.load() if checkpoint is not None else None
     if state is not None:

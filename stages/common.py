@@ -109,7 +109,7 @@ def data_meta(params: dict) -> dict:
 def build_model(params: dict, meta: dict, seed: int):
     return dpai.create_model(params["model"]["name"], num_classes=meta["num_classes"],
                              in_channels=meta["in_channels"], image_size=meta["image_size"],
-                             seed=seed)
+                             seed=seed, prune=params["model"]["prune"])
 
 
 def device(value: str) -> torch.device:

@@ -31,18 +31,31 @@ def test_ste_gradient_and_update_rule():
 
 
 def test_node_and_kernel_terms_only_touch_dead_units():
-    """alpha=1, beta=0: only weights into dead output channels move."""
+    """alpha=1, beta=0: exactly the weights into dead output channels that have a nonzero path
+    gradient move, by lr * |G| (SGD, lr 1), and at 99 % there are such weights."""
     model = small_model()
     search = DPaI(model, 0.99, seed=0, alpha=1.0, beta=0.0, lr=1.0, optimizer="sgd")
     before = search.scores.detach().clone()
-    mask = search.mask()
-    topo = dpai.topology(model, mask)
+    hard = search._hard_mask(search._select()).clone().requires_grad_(True)
+    views = {n: m.view(sh) for n, m, sh in zip(search.names, hard.split(search.sizes),
+                                                search.shapes)}
+    total, log_scale = PathNetwork(model, "reference")(views, parts=True)
+    (grad,) = torch.autograd.grad(torch.log(total) + log_scale, hard)
+    expected = []
+    for g, m, shape in zip(grad.split(search.sizes), hard.detach().split(search.sizes),
+                           search.shapes):
+        g, m = g.view(shape), m.view(shape)
+        alive = ((g != 0) & (m > 0)).flatten(1).any(1)          # effective nodes
+        dead_rows = (~alive).view(-1, *([1] * (len(shape) - 1)))
+        expected.append(((g != 0) & dead_rows).flatten())
+    expected = torch.cat(expected)
     search.step()
-    moved = (search.scores.detach() != before)
-    for name, part, shape in zip(search.names, moved.split(search.sizes), search.shapes):
-        layer = topo["layers"][name]
-        if layer["effective_nodes"] == layer["nodes"]:
-            assert not part.any(), name
+    moved = search.scores.detach() != before
+    assert expected.any() and torch.equal(moved, expected)
+    step = (search.scores.detach() - before)[moved]
+    # ascent on dlogP/dS = G * sign(S): S moves by +G * sign(S)
+    # (S + d) - S is exact only up to the rounding of S (|S| ~ 1: ulp 1.2e-7)
+    torch.testing.assert_close(step, (grad * before.sign())[moved], rtol=1e-3, atol=5e-7)
 
 
 def test_mask_is_exact_deterministic_and_weight_independent():
@@ -90,9 +103,13 @@ def test_reference_behaviour_resnet20_cifar10(sparsity):
     """Paper defaults, seeds 0, 1, 2: log-paths rise, nodes and kernels fall and the objective
     goes down (Adam cancels the alpha weighting), by the amounts the reference code gives.
     Trajectories are chaotic (a different Adam kernel alone moves a seed's final node count by
-    ~5 %), so each seed must land within 5 % of the reference range and the seed mean within 2 %."""
+    ~5 %), so each seed's node and kernel counts must land within 5 % of the reference range
+    and the seed mean within 2 %; log-paths within 1 (a factor e) per seed and 0.5 for the
+    mean; effective params between 99 % of the reference's lowest and the kept budget. The
+    step-exact comparison with the authors' code is tests/test_dpai_reference.py."""
     model = dpai.create_model("resnet20", num_classes=10, in_channels=3, image_size=32)
     ref = REFERENCE[sparsity]
+    kept = sum(dpai.erk_budget(model, sparsity).values())
     finals = {key: [] for key in ("log_paths", "nodes", "kernels", "params")}
     for seed in (0, 1, 2):
         traj = dpai.prune(model, "dpai", sparsity, seed=seed).info["trajectory"]
@@ -103,7 +120,19 @@ def test_reference_behaviour_resnet20_cifar10(sparsity):
         for key, values in finals.items():
             lo, hi = ref[key]
             values.append(traj[key][-1])
-            assert 0.95 * lo <= values[-1] <= 1.05 * hi, (seed, key, values[-1], ref[key])
+            if key == "log_paths":
+                # a log-count: +-1 is a factor e in paths (5 % of 70 would be a factor 30)
+                assert lo - 1.0 <= values[-1] <= hi + 1.0, (seed, key, values[-1], ref[key])
+            elif key == "params":
+                # effective params cannot exceed the kept budget; the bound that can fail is
+                # the lower one
+                assert 0.99 * lo <= values[-1] <= kept, (seed, key, values[-1], ref[key])
+            else:
+                assert 0.95 * lo <= values[-1] <= 1.05 * hi, (seed, key, values[-1], ref[key])
     for key, values in finals.items():
         lo, hi = ref[key]
-        assert 0.98 * lo <= sum(values) / 3 <= 1.02 * hi, (key, values, ref[key])
+        mean = sum(values) / 3
+        if key == "log_paths":
+            assert lo - 0.5 <= mean <= hi + 0.5, (key, values, ref[key])
+        else:
+            assert 0.98 * lo <= mean <= 1.02 * hi, (key, values, ref[key])

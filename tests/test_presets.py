@@ -21,7 +21,8 @@ def compose(tmp_path, *overrides):
 
 def test_paper_presets_exist():
     assert {"digits", "tiny", "resnet20_cifar10", "vgg19_cifar100",
-            "resnet18_tinyimagenet"} <= set(PRESETS)
+            "resnet18_tinyimagenet", "imagenet_efficientnet_b0",
+            "tinyimagenet_vit_b16"} <= set(PRESETS)
 
 
 @pytest.mark.parametrize("preset", PRESETS)

@@ -10,18 +10,12 @@ class Attention(nn.Module):
         self.heads = heads
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
-        # set by the path network to "mean" or "sum": tokens are mixed uniformly (see dpai.paths)
-        self.uniform = None
 
     def forward(self, x):
         b, t, d = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        if self.uniform == "mean":
-            out = v.mean(dim=2, keepdim=True).expand_as(v)
-        elif self.uniform == "sum":
-            out = v.sum(dim=2, keepdim=True).expand_as(v)
-        else:
-            out = nn.functional.scaled_dot_product_attention(q, k, v)
+        # the path network mixes the values uniformly here (dpai.paths: attention is a gate)
+        out = nn.functional.scaled_dot_product_attention(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(b, t, d))
 
 

@@ -21,7 +21,7 @@ from ..checkpoint import Checkpoint
 from ..compiling import compile_network
 from ..mask import Mask
 from ..models import prunable_layers
-from ..paths import PathNetwork
+from ..paths import PathNetwork, no_tf32
 from . import register
 from .select import topk_indices
 
@@ -93,7 +93,8 @@ class DPaI:
         # -inf and no gradient (the reference gets NaNs); the gradient of the path sum itself
         # then points to the pruned weights that would reconnect it. Elsewhere: d log P.
         target = torch.where(total > 0, torch.log(total.clamp_min(1e-30)), total) + log_scale
-        (grad,) = torch.autograd.grad(target, mask)
+        with no_tf32():  # the path network's backward without TF32 too (issue 7 point 7)
+            (grad,) = torch.autograd.grad(target, mask)
         # straight-through estimator: dlogP/dS = dlogP/dM * sign(S)
         grad.mul_(self.scores.detach().sign())
         # score gradient = -G * ((1-a) + a(1-b) [node dead] + a b [kernel dead]): one factor per

@@ -9,6 +9,8 @@ the same set. Its extra normalisation of S by |sum S| is positive and changes no
 import math
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .. import checks
@@ -19,6 +21,23 @@ from . import register
 from .scoring import (batches_on, check_scoring_batch_size, data_info, loss_grads,
                       micro_batches, weights, working_copy)
 from .select import global_topk
+
+
+class _HardSigmoid(nn.Module):
+    """relu6(x + 3) / 6: nn.Hardsigmoid's value, with the double backward Hg needs (torch has
+    none for hardsigmoid; MobileNetV3's SE gates use it)."""
+
+    def forward(self, x):
+        return F.relu6(x + 3) / 6
+
+
+def twice_differentiable(work: nn.Module) -> nn.Module:
+    """Replace (in the working copy) the modules whose backward has no derivative."""
+    for name, m in list(work.named_modules()):
+        if isinstance(m, nn.Hardsigmoid):
+            parent, _, child = name.rpartition(".")
+            setattr(work.get_submodule(parent) if parent else work, child, _HardSigmoid())
+    return work
 
 
 def grasp_hg(work, batches, temperature: float) -> dict[str, torch.Tensor]:
@@ -61,7 +80,7 @@ def grasp(model, sparsity, *, seed, data=None, temperature: float = 200.0,
     k = global_budget(model, sparsity)
     batches = batches_on(data, model_device(model))
     # train mode: BatchNorm normalises with the batch statistics, as in the original
-    scores = grasp_scores(working_copy(model, train=True),
-                          micro_batches(batches, scoring_batch_size), float(temperature))
+    work = twice_differentiable(working_copy(model, train=True))
+    scores = grasp_scores(work, micro_batches(batches, scoring_batch_size), float(temperature))
     g = torch.Generator().manual_seed(seed)
     return Mask(global_topk(scores, k, g), data_info(batches))

@@ -87,16 +87,17 @@ class _Stop(Exception):
     pass
 
 
-def input_paths(network: PathNetwork, name: str, masks: dict) -> torch.Tensor:
+def input_paths(network: PathNetwork, name: str, masks: dict) -> torch.Tensor | None:
     """Paths arriving at each input unit of layer `name`, float64 on the CPU (relative
-    values: the count may be taken on a scaled input to stay finite)."""
+    values: the count may be taken on a scaled input to stay finite); None when the path
+    network never reaches the layer (dpai.paths: e.g. the convs of an SE gate)."""
     seen = {}
 
-    def hook(module, args):
-        seen["x"] = args[0].detach()
+    def hook(x):
+        seen["x"] = x.detach()
         raise _Stop
 
-    handle = network.net.get_submodule(name).register_forward_pre_hook(hook)
+    network.pre_hooks[name] = hook
     try:
         for scale in (1.0, TINY):
             try:
@@ -104,13 +105,13 @@ def input_paths(network: PathNetwork, name: str, masks: dict) -> torch.Tensor:
             except _Stop:
                 pass
             if "x" not in seen:
-                raise ValueError(f"npb: layer {name!r} is not reached by the forward pass")
+                return None  # no path reaches it (an SE block's conv, an auxiliary head)
             x = seen["x"]
             paths = x.sum(dim=(0, 2, 3)) if x.dim() == 4 else x.reshape(-1, x.shape[-1]).sum(0)
             if torch.isfinite(paths).all():
                 return paths.cpu()
     finally:
-        handle.remove()
+        network.pre_hooks.pop(name, None)
     raise ValueError(f"npb: path counts at layer {name!r} overflow float64")
 
 
@@ -236,8 +237,9 @@ def paths_through(network: PathNetwork, masks: dict, name: str) -> torch.Tensor:
     for scale in (1.0, TINY):
         total = network(masks, scale=scale)
         if torch.isfinite(total):
-            return torch.autograd.grad(total, masks[name])[0] if total > 0 \
-                else torch.zeros_like(masks[name])
+            grad = torch.autograd.grad(total, masks[name], allow_unused=True)[0] \
+                if total > 0 and total.requires_grad else None  # unreached: no path through it
+            return torch.zeros_like(masks[name]) if grad is None else grad
     raise ValueError(f"npb: path counts overflow float64 (fine-tuning {name!r})")
 
 
@@ -304,6 +306,7 @@ def npb(model, sparsity, *, seed, data=None, alpha: float = 0.01, beta: float = 
              for n, m in layers.items()}
     programs = limited = 0
     for name, module in layers.items():
+        groups = module.groups if isinstance(module, torch.nn.Conv2d) else 1
         c_out, c_in = module.weight.shape[:2]
         area = module.weight[0, 0].numel()
         k = budget[name]
@@ -311,13 +314,31 @@ def npb(model, sparsity, *, seed, data=None, alpha: float = 0.01, beta: float = 
             counts = torch.full((c_out, c_in), area if k else 0, dtype=torch.long)
         else:
             paths = input_paths(network, name, masks)
-            if paths.numel() != c_in:
+            if paths is None:   # its inputs carry no path: every input unit counts 0
+                paths = torch.zeros(c_in * groups, dtype=torch.float64)
+            if paths.numel() != c_in * groups:
                 raise ValueError(f"npb: layer {name!r} receives {paths.numel()} units, "
-                                 f"expected {c_in}")
+                                 f"expected {c_in * groups}")
             paths = (paths / paths.max().clamp_min(1e-300)).numpy()
-            counts, n, hit = taps_per_kernel(paths, c_out, k, min(max_taps or area, area),
-                                             chunk_size, alpha, beta, time_limit,
-                                             effective_only, g)
+            taps = min(max_taps or area, area)
+            if groups == 1:
+                counts, n, hit = taps_per_kernel(paths, c_out, k, taps, chunk_size, alpha, beta,
+                                                 time_limit, effective_only, g)
+            else:
+                # a grouped conv is `groups` independent layers (outputs of group j read
+                # inputs of group j), its budget split across them in proportion to size
+                per = c_out // groups
+                parts, n, hit = [], 0, 0
+                for j, kj in enumerate(split_budget(k, [per] * groups)):
+                    if c_in * per == 1:        # depthwise: one kernel, its taps are the budget
+                        parts.append(torch.full((1, 1), kj, dtype=torch.long))
+                        continue
+                    part, nj, hj = taps_per_kernel(paths[j * c_in:(j + 1) * c_in], per, kj,
+                                                   taps, chunk_size, alpha, beta, time_limit,
+                                                   effective_only, g)
+                    parts.append(part)
+                    n, hit = n + nj, hit + hj
+                counts = torch.cat(parts)
             programs, limited = programs + n, limited + hit
         masks[name] = place_taps(counts, area, g).view(module.weight.shape).to(device,
                                                                                  torch.float64)

@@ -44,6 +44,8 @@ from ..models import prunable_layers
 from . import register
 
 TAPS = ("uniform", "magnitude")
+# submodule names of a residual block's projection shortcut: ours, torchvision's ResNets
+SHORTCUTS = ("shortcut", "downsample")
 MAX_WALKS = 8192      # walks per batch
 STALL_BATCHES = 64    # consecutive batches without a new weight before giving up
 
@@ -54,12 +56,13 @@ def walk_stages(model) -> list[list[list[str]]]:
     stage [[conv1, conv2], [shortcut]]."""
     stages: list[list[list[str]]] = []
     for name in prunable_layers(model):
-        if ".shortcut." not in f".{name}":
+        word = next((w for w in SHORTCUTS if f".{w}." in f".{name}"), None)
+        if word is None:
             stages.append([[name]])
             continue
-        block = name.split("shortcut.")[0]          # "layers.1.0." (or "" at top level)
+        block = name.split(word + ".")[0]           # "layers.1.0." (or "" at top level)
         last = stages[-1] if stages else None
-        if last is not None and len(last) == 2 and last[1][0].startswith(block + "shortcut."):
+        if last is not None and len(last) == 2 and last[1][0].startswith(block + word + "."):
             last[1].append(name)                     # a shortcut with several layers
             continue
         main = []
@@ -75,22 +78,34 @@ class _Layer:
     """One prunable layer as the walks see it (CPU tensors)."""
 
     def __init__(self, module, offset: int, tap: str, next_in: int | None):
-        if isinstance(module, torch.nn.Conv2d) and module.groups != 1:
-            raise ValueError(f"phew: groups={module.groups} (grouped convolution) is not "
-                             f"supported, only groups=1")
+        groups = module.groups if isinstance(module, torch.nn.Conv2d) else 1
         w = module.weight.detach().to("cpu", torch.float64).abs()
-        self.c_out, self.c_in = w.shape[:2]
-        w = w.reshape(self.c_out, self.c_in, -1)
+        self.c_out, self.in_per_group = w.shape[:2]
+        w = w.reshape(self.c_out, self.in_per_group, -1)
         self.area = w.shape[2]
         self.offset = offset
-        norm = w.sum(-1)                               # kernel L1 norms (out, in)
-        # outputs that feed the next layer: all, or the last block (ViT qkv -> v)
-        fold = next_in is not None and next_in < self.c_out and self.c_out % next_in == 0
+        # a grouped (depthwise) conv: output o reads only the inputs of its group; as a walk
+        # graph it is an (out, in) kernel-norm matrix that is 0 outside the groups' blocks
+        self.c_in, self.out_per_group = self.in_per_group * groups, self.c_out // groups
+        norm = w.sum(-1)                               # kernel L1 norms (out, in per group)
+        if groups > 1:
+            full = torch.zeros(self.c_out, self.c_in, dtype=norm.dtype)
+            cols = ((torch.arange(self.c_out) // self.out_per_group)[:, None] * self.in_per_group
+                    + torch.arange(self.in_per_group))
+            norm = full.scatter_(1, cols, norm)
+        # outputs that feed the next layer: all, or the last third (ViT qkv -> v)
+        fold = next_in is not None and self.c_out == 3 * next_in
         self.feed_lo = self.c_out - next_in if fold else 0
         self.forward_cdf = _cdf(norm[self.feed_lo:].t())   # P(out | in)
         self.backward_cdf = _cdf(norm)                 # P(in | out)
         # floor at a tiny |w| so a free tap always beats a kept one in the Gumbel-max below
         self.log_tap = w.clamp_min(1e-300).log() if tap == "magnitude" else torch.zeros_like(w)
+
+
+def _inputs(module) -> int:
+    """Input units of a prunable layer (all groups of a grouped conv)."""
+    groups = module.groups if isinstance(module, torch.nn.Conv2d) else 1
+    return module.weight.shape[1] * groups
 
 
 def _cdf(p: torch.Tensor) -> torch.Tensor:
@@ -113,7 +128,7 @@ class _Walker:
             after = self.stages[s + 1][0][0] if s + 1 < len(self.stages) else None
             for route in stage:
                 for a, b in zip(route, route[1:] + [after]):
-                    next_in[a] = modules[b].weight.shape[1] if b else None
+                    next_in[a] = _inputs(modules[b]) if b else None
         self.layers, offset = {}, 0
         for name, m in modules.items():
             self.layers[name] = _Layer(m, offset, tap, next_in[name])
@@ -131,18 +146,23 @@ class _Walker:
         if q_in % p_out == 0:                  # flatten: channel c -> features c*f .. c*f+f-1
             f = q_in // p_out
             return idx * f + torch.randint(f, idx.shape, generator=self.g)
-        if p_out % q_in == 0:                  # qkv -> proj: v feature 2*dim + d -> d
+        if p_out == 3 * q_in:                  # qkv -> proj: v feature 2*dim + d -> d
             return idx - (p_out - q_in)
-        raise ValueError(f"phew: cannot pass {p_out} units to a layer with {q_in} inputs")
+        raise ValueError(f"phew: cannot pass {p_out} units to a layer with {q_in} inputs: "
+                         f"PHEW walks the chain of prunable layers in module order (projection "
+                         f"shortcuts named {'/'.join(SHORTCUTS)} as alternative routes), and "
+                         f"this model's layers do not form such a chain")
 
     def _to_prev(self, idx, q_in, p_out):
         if q_in == p_out:
             return idx
         if q_in % p_out == 0:
             return idx // (q_in // p_out)
-        if p_out % q_in == 0:
+        if p_out == 3 * q_in:
             return idx + (p_out - q_in)
-        raise ValueError(f"phew: cannot pass {q_in} units to a layer with {p_out} outputs")
+        raise ValueError(f"phew: cannot pass {q_in} units to a layer with {p_out} outputs: "
+                         f"PHEW walks the chain of prunable layers in module order, and this "
+                         f"model's layers do not form such a chain")
 
     # -- one layer crossed by a set of walks ------------------------------------------------
     def _cross(self, layer: _Layer, unit, forward: bool):
@@ -158,14 +178,19 @@ class _Walker:
         other = torch.searchsorted(cdf, unit + u, right=True) - unit * width
         other = other.clamp_max(width - 1) + shift     # clamp: float round-off at a row's end
         i, o = (unit, other) if forward else (other, unit)
-        base = layer.offset + (o * layer.c_in + i) * layer.area
+        # the input's index inside the output's group (groups=1: the input itself); a pair
+        # outside a group (only reachable through a row of zero norms) adds nothing
+        local = i - (o // layer.out_per_group) * layer.in_per_group
+        inside = (local >= 0) & (local < layer.in_per_group)
+        local = local.clamp(0, layer.in_per_group - 1)
+        base = layer.offset + (o * layer.in_per_group + local) * layer.area
         taps = base[:, None] + torch.arange(layer.area)
         free = ~self.kept[taps]
         # Gumbel-max over the free taps: uniform, or proportional to |w| with tap="magnitude"
         u = torch.rand(free.shape, generator=self.g, dtype=torch.float64).clamp_min(1e-300)
-        key = layer.log_tap[o, i] - torch.log(-torch.log(u))
+        key = layer.log_tap[o, local] - torch.log(-torch.log(u))
         choice = key.masked_fill(~free, -torch.inf).argmax(1)
-        pos = torch.where(free.any(1), base + choice, -1)
+        pos = torch.where(free.any(1) & inside, base + choice, -1)
         return (o if forward else i), pos
 
     def _walk(self, unit, order, forward: bool, out: list):

@@ -2,7 +2,8 @@
 
 Every scorer works on a deep copy of the caller's model, so the caller's weights, requires_grad
 flags, training mode and BatchNorm running statistics are never touched, and it asks autograd
-for gradients (`torch.autograd.grad`) instead of filling `.grad`.
+for gradients (`torch.autograd.grad`) instead of filling `.grad`. In train mode the copy's
+dropout and stochastic depth stay off, so a mask depends on the seed and the data only.
 """
 import copy
 import math
@@ -22,6 +23,11 @@ def working_copy(model: nn.Module, train: bool, dtype: torch.dtype | None = None
     if dtype is not None:
         work = work.to(dtype)
     work.train(train)
+    # dropout and stochastic depth off even in train mode (BatchNorm keeps batch statistics):
+    # they would draw from the global RNG and make the mask depend on more than the seed
+    for m in work.modules():
+        if isinstance(m, nn.modules.dropout._DropoutNd) or type(m).__name__ == "StochasticDepth":
+            m.eval()
     for p in work.parameters():
         p.requires_grad_(False)
     for m in prunable_layers(work).values():
