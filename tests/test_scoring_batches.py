@@ -67,5 +67,5 @@ def test_micro_batched_mask_is_the_one_batch_mask(method, params):
 
 def test_scoring_batch_size_is_validated():
     for bad in (0, 2.5, True, "8"):
-        with pytest.raises(ValueError, match="scoring_batch_size=.* must be null"):
+        with pytest.raises(ValueError, match=r"^snip\.scoring_batch_size=.* is invalid: allowed is null or an integer >= 1$"):
             dpai.prune(net(), "snip", 0.5, seed=0, data=sample(), scoring_batch_size=bad)
