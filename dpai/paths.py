@@ -46,6 +46,7 @@ depend on the GPU's matmul precision setting.
 import contextlib
 import math
 import operator
+import sys
 
 import torch
 import torch.fx as fx
@@ -72,47 +73,53 @@ def no_tf32():
 
 
 def _optional(module: str, name: str):
-    try:
-        import importlib
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError):
-        return None
+    """`module.name` if `module` is already imported, else None. A model can only contain
+    torchvision's classes once torchvision has imported them, and importing torchvision.ops
+    here would cost every stage seconds (it loads torch._dynamo); _refresh_roles() looks again
+    whenever a path network is built."""
+    return getattr(sys.modules.get(module), name, None)
 
 
-_SE = _optional("torchvision.ops.misc", "SqueezeExcitation")
-_SD = _optional("torchvision.ops.stochastic_depth", "StochasticDepth")
-_FROZEN_BN = _optional("torchvision.ops.misc", "FrozenBatchNorm2d")
-_PERMUTE = _optional("torchvision.ops.misc", "Permute")
-_SWIN_ATTENTION = _optional("torchvision.models.swin_transformer", "shifted_window_attention")
-_SWIN_PAD = _optional("torchvision.models.swin_transformer", "_patch_merging_pad")
-_STOCHASTIC_DEPTH_FN = _optional("torchvision.ops.stochastic_depth", "stochastic_depth")
+def _refresh_roles() -> None:
+    """(Re)bind the role tables to the torchvision classes and functions imported by now."""
+    global _SE, _SD, _FROZEN_BN, _PERMUTE, _SWIN_ATTENTION, _SWIN_PAD, _STOCHASTIC_DEPTH_FN
+    global IDENTITY_MODULES, LEAF_MODULES, IDENTITY_FNS, STRUCT_FNS
+    _SE = _optional("torchvision.ops.misc", "SqueezeExcitation")
+    _SD = _optional("torchvision.ops.stochastic_depth", "StochasticDepth")
+    _FROZEN_BN = _optional("torchvision.ops.misc", "FrozenBatchNorm2d")
+    _PERMUTE = _optional("torchvision.ops.misc", "Permute")
+    _SWIN_ATTENTION = _optional("torchvision.models.swin_transformer", "shifted_window_attention")
+    _SWIN_PAD = _optional("torchvision.models.swin_transformer", "_patch_merging_pad")
+    _STOCHASTIC_DEPTH_FN = _optional("torchvision.ops.stochastic_depth", "stochastic_depth")
+    # modules that are the identity in a path count
+    IDENTITY_MODULES = tuple(t for t in (
+        nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.LayerNorm,
+        nn.GroupNorm, nn.InstanceNorm2d, nn.LocalResponseNorm, _FROZEN_BN,
+        nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.LeakyReLU, nn.Hardswish,
+        nn.Hardsigmoid, nn.Mish, nn.ELU, nn.Softmax, nn.Identity,
+        nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, _SD, _SE) if t is not None)
+    LEAF_MODULES = (nn.Conv2d, nn.Linear, nn.MultiheadAttention, nn.Flatten, *POOL_MODULES,
+                    *IDENTITY_MODULES, *((_PERMUTE,) if _PERMUTE else ()))
+    IDENTITY_FNS = (_fns("relu", "relu_", "relu6", "gelu", "silu", "hardswish", "hardsigmoid",
+                         "sigmoid", "tanh", "leaky_relu", "mish", "elu", "dropout", "dropout2d",
+                         "layer_norm", "batch_norm", "group_norm", "softmax")
+                    | _fns("relu", "relu_", "sigmoid", "tanh", "softmax", "clone", mod=torch)
+                    | ({_STOCHASTIC_DEPTH_FN} if _STOCHASTIC_DEPTH_FN else set()))
+    STRUCT_FNS = ({operator.getitem, getattr, torch._assert, _SWIN_PAD}
+                  | _fns("flatten", "reshape", "permute", "transpose", "swapaxes", "cat",
+                         "concat", "stack", "chunk", "split", "roll", "unsqueeze", "squeeze",
+                         "narrow", "unbind", mod=torch) | _fns("pad")) - {None}
 
-# modules that are the identity in a path count
-IDENTITY_MODULES = tuple(t for t in (
-    nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.LayerNorm,
-    nn.GroupNorm, nn.InstanceNorm2d, nn.LocalResponseNorm, _FROZEN_BN,
-    nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.LeakyReLU, nn.Hardswish,
-    nn.Hardsigmoid, nn.Mish, nn.ELU, nn.Softmax, nn.Identity,
-    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, _SD, _SE) if t is not None)
+
 POOL_MODULES = (nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.MaxPool2d, nn.AdaptiveMaxPool2d)
-LEAF_MODULES = (nn.Conv2d, nn.Linear, nn.MultiheadAttention, nn.Flatten, *POOL_MODULES,
-                *IDENTITY_MODULES, *((_PERMUTE,) if _PERMUTE else ()))
+_fns = lambda *names, mod=F: {getattr(mod, n) for n in names if hasattr(mod, n)}  # noqa: E731
+_refresh_roles()
 GATE_MODULES = (nn.Sigmoid, nn.Hardsigmoid, nn.Softmax)
 
-_fns = lambda *names, mod=F: {getattr(mod, n) for n in names if hasattr(mod, n)}  # noqa: E731
-IDENTITY_FNS = (_fns("relu", "relu_", "relu6", "gelu", "silu", "hardswish", "hardsigmoid",
-                     "sigmoid", "tanh", "leaky_relu", "mish", "elu", "dropout", "dropout2d",
-                     "layer_norm", "batch_norm", "group_norm", "softmax")
-                | _fns("relu", "relu_", "sigmoid", "tanh", "softmax", "clone", mod=torch)
-                | ({_STOCHASTIC_DEPTH_FN} if _STOCHASTIC_DEPTH_FN else set()))
 IDENTITY_METHODS = {"relu", "relu_", "sigmoid", "sigmoid_", "tanh", "softmax", "clone", "float",
                     "to", "type_as"}
 GATE_FNS = _fns("sigmoid", "hardsigmoid", "softmax") | _fns("sigmoid", "softmax", mod=torch)
 GATE_METHODS = {"sigmoid", "softmax"}
-STRUCT_FNS = ({operator.getitem, getattr, torch._assert, _SWIN_PAD}
-              | _fns("flatten", "reshape", "permute", "transpose", "swapaxes", "cat", "concat",
-                     "stack", "chunk", "split", "roll", "unsqueeze", "squeeze", "narrow",
-                     "unbind", mod=torch) | _fns("pad")) - {None}
 STRUCT_METHODS = {"view", "reshape", "flatten", "permute", "transpose", "swapaxes", "unsqueeze",
                   "squeeze", "expand", "expand_as", "chunk", "split", "roll", "size", "dim",
                   "narrow", "unbind", "view_as", "contiguous"}
@@ -214,6 +221,7 @@ class PathNetwork:
     reference normalisation) just before its masked map; fn may raise to stop the pass."""
 
     def __init__(self, model: nn.Module, mode: str = "reference"):
+        _refresh_roles()
         if mode not in MODES:
             raise ValueError(f"mode={mode!r} is not one of {list(MODES)}")
         self.mode = mode

@@ -188,6 +188,10 @@ def train(model: nn.Module, mask: Mask | None, train_batches, test_batches, conf
     """
     if not isinstance(config, TrainConfig):
         raise ValueError(f"config={type(config).__name__} must be a dpai.train.TrainConfig")
+    # Measured on the 2-core CPU machine: with torch._dynamo imported, the same training steps
+    # run about 2x faster (4 digits epochs of ResNet-20, 2 threads: 7.4 s -> 3.6 s). torchvision
+    # used to import it as a side effect; dpai no longer imports torchvision at start-up.
+    import torch._dynamo  # noqa: F401
     if device is None:
         device = model_device(model)
     else:

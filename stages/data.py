@@ -9,7 +9,6 @@ from pathlib import Path
 
 import common
 from dpai.data import ChecksumError, prepare
-from dpai.data.imagenet import check_sources
 
 
 def main() -> None:
@@ -17,6 +16,7 @@ def main() -> None:
     data = params["data"]
     try:
         if data["dataset"] == "imagenet":
+            from dpai.data.imagenet import check_sources
             check_sources(Path(data["imagenet_archives"]))  # says where to put what
         url = data["imagenet_archives"] if data["dataset"] == "imagenet" else data["url"]
         folder = prepare(data["dataset"], data["root"], url=url, split_seed=data["split_seed"])

@@ -36,7 +36,7 @@ def test_compile_flags_are_validated():
         DPaI(model, 0.9, seed=0, compile=1)
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 def test_compiled_training_step_equals_eager():
     results, nets = [], []
     for flag in (False, True):
@@ -54,7 +54,7 @@ def test_compiled_training_step_equals_eager():
         assert rb["train_loss"] == pytest.approx(ra["train_loss"], rel=1e-5)
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 def test_compiled_dpai_step_follows_the_eager_trajectory():
     model = dpai.create_model("resnet20", 10, 1, 8, seed=0)
     runs = []

@@ -455,3 +455,10 @@ def test_imagenet_batches_from_an_extracted_tree(tmp_path):
     assert torch.cat([y for _, y in test]).tolist() == [0, 0, 1, 1]
     s = scoring_batches(data, num_classes=2, per_class=2, seed=0)
     assert torch.bincount(s[0][1]).tolist() == [2, 2] and s[0][0].shape == (4, 3, 224, 224)
+
+
+def test_cifar_sources_are_torchvisions():
+    """specs.py writes torchvision's CIFAR URLs and md5s out (no torchvision import there)."""
+    from torchvision.datasets import CIFAR10, CIFAR100
+    for name, cls in (("cifar10", CIFAR10), ("cifar100", CIFAR100)):
+        assert (DATASETS[name].url, DATASETS[name].md5) == (cls.url, cls.tgz_md5)

@@ -146,7 +146,7 @@ def test_prune_linear_mask_round_trip(tmp_path):
             model.eval()(torch.ones(1, 3, 32, 32))
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 @pytest.mark.parametrize("name", [n.split(":", 1)[1] for n in torchvision_models()])
 def test_every_method_every_builder(name):
     methods = list(dpai.METHODS)

@@ -11,7 +11,6 @@ Datasets: digits (scikit-learn, offline), cifar10, cifar100, tiny-imagenet, imag
 user's own ILSVRC2012 archives, streamed through a DataLoader).
 """
 from .fetch import ChecksumError
-from .imagenet import ImageNetData
 from .prepare import channel_stats, load, prepare
 from .readers import reorganize_tiny_imagenet_val
 from .scoring import ScoringSample, scoring_batches
@@ -21,3 +20,11 @@ from .tensors import Data
 __all__ = ["DATASETS", "DatasetSpec", "Data", "ImageNetData", "ChecksumError", "prepare",
            "load", "scoring_batches", "ScoringSample", "channel_stats",
            "reorganize_tiny_imagenet_val"]
+
+
+def __getattr__(name):
+    # ImageNetData needs torchvision (seconds to import): loaded on first use only
+    if name == "ImageNetData":
+        from .imagenet import ImageNetData
+        return ImageNetData
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

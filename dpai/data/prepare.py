@@ -19,7 +19,6 @@ import torch
 
 from ..io import clean_stale, temp_folder, write_json
 from .fetch import extract, fetch, file_hashes, local_path
-from .imagenet import ImageNetData, prepare_imagenet
 from .readers import READERS, read_digits
 from .specs import get_spec
 from .tensors import Data
@@ -119,6 +118,7 @@ def prepare(dataset: str, root, *, url: str | None = None, md5: str | None = Non
         if folder is None:
             raise ValueError(f"url={url!r}: imagenet cannot be downloaded; give the local folder "
                              "holding the ILSVRC2012 archives")
+        from .imagenet import prepare_imagenet
         return prepare_imagenet(out, folder, force)
 
     source = "sklearn" if dataset == "digits" else os.fspath(url or spec.url)
@@ -187,5 +187,6 @@ def load(path, dataset: str, *, device="cpu"):
     if found != dataset:
         raise ValueError(f"dataset={dataset!r} but {folder}/meta.json holds {found!r}")
     if dataset == "imagenet":
+        from .imagenet import ImageNetData
         return ImageNetData.load(folder)
     return Data.load(folder, device=device)

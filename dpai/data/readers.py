@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.datasets import CIFAR10, CIFAR100
 from tqdm import tqdm
 
 DIGITS_TEST = 360
@@ -53,6 +52,7 @@ def _unpickle(path: Path, dataset: str) -> dict:
 
 def read_cifar(tree: Path, dataset: str):
     """CIFAR-10/100 python pickles: rows of 3072 bytes (1024 red, 1024 green, 1024 blue)."""
+    from torchvision.datasets import CIFAR10, CIFAR100  # the archive layout they describe
     cls = {"cifar10": CIFAR10, "cifar100": CIFAR100}[dataset]
     base = tree / cls.base_folder
     label_key = "labels" if dataset == "cifar10" else "fine_labels"

@@ -1,7 +1,6 @@
 """What each dataset is: shape, classes, default source and checksum, augmentation."""
 from dataclasses import dataclass
 
-from torchvision.datasets import CIFAR10, CIFAR100
 
 
 @dataclass(frozen=True)
@@ -25,9 +24,16 @@ DATASETS: dict[str, DatasetSpec] = {
     "digits": DatasetSpec("digits", 10, 1, 8, crop_padding=1, flip=False, url=None, md5=None,
                           n_train=1437, min_class_train=139),
     # Reference loader: RandomCrop(32, padding=4) + RandomHorizontalFlip.
-    "cifar10": DatasetSpec("cifar10", 10, 3, 32, 4, True, CIFAR10.url, CIFAR10.tgz_md5,
+    # URLs and md5s as torchvision's CIFAR10/CIFAR100 classes give them (tests/test_data.py
+    # checks they still agree); written out so that reading a spec never imports torchvision,
+    # which costs every stage seconds.
+    "cifar10": DatasetSpec("cifar10", 10, 3, 32, 4, True,
+                           "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+                           "c58f30108f718f92721af3b95e74349a",
                            50000, 5000),
-    "cifar100": DatasetSpec("cifar100", 100, 3, 32, 4, True, CIFAR100.url, CIFAR100.tgz_md5,
+    "cifar100": DatasetSpec("cifar100", 100, 3, 32, 4, True,
+                            "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+                            "eb9058c3a382ffc7106e4002c42a8d85",
                             50000, 500),
     # Same recipe at 64x64 (RandomCrop(64, padding=4) + flip).
     "tiny-imagenet": DatasetSpec("tiny-imagenet", 200, 3, 64, 4, True,
