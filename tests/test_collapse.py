@@ -6,6 +6,8 @@ import torch
 import dpai
 
 SPARSITY = 0.999
+# one xdist worker computes the shared masks once
+pytestmark = pytest.mark.xdist_group("collapse")
 
 
 @pytest.fixture(scope="module")

@@ -98,7 +98,7 @@ REFERENCE = {
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sparsity", [0.9, 0.99])
+@pytest.mark.parametrize("sparsity", [pytest.param(0.9, marks=pytest.mark.extended), 0.99])
 def test_reference_behaviour_resnet20_cifar10(sparsity):
     """Paper defaults, seeds 0, 1, 2: log-paths rise, nodes and kernels fall and the objective
     goes down (Adam cancels the alpha weighting), by the amounts the reference code gives.

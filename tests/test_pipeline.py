@@ -9,7 +9,8 @@ import yaml
 
 from pipeline_repo import DVC, make_repo, ran, run
 
-pytestmark = pytest.mark.slow
+# the tests build on each other in one repo: one xdist worker runs them in order
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pipeline")]
 
 METHODS = ["dpai", "random_erk", "snip"]
 

@@ -16,7 +16,7 @@ from pipeline_repo import DVC, ENV, make_repo, ran, run
 pytestmark = pytest.mark.slow
 
 SETTING = ("preset=tiny", "methods=[dpai]", "seeds=[0,1]", "mask.dpai.steps=300",
-           "train.epochs=3", "train.milestones=[2]")
+           "train.epochs=4", "train.milestones=[2]")
 FAULT_ENV = {"DPAI_SEARCH_CHECKPOINT_EVERY": "100", "DPAI_CHECKPOINT_EVERY": "1"}
 OUTPUTS = ["masks/dpai-0.99-0.pt", "masks/dpai-0.99-0.json", "masks/dpai-0.99-1.pt",
            "masks/dpai-0.99-1.json", "runs/dpai-0.99-0.json", "runs/dpai-0.99-1.json"]
@@ -95,10 +95,12 @@ def test_sigkill_at_four_moments_then_resume_bit_for_bit(tmp_path, reference):
     kill_when(proc, lambda: lock.is_file() and "mask@dpai-0.99-" in lock.read_text())
     no_partial_outputs(repo)
 
-    # 4. mid-epoch: a training has checkpointed epoch 1 and is half-way through the next one
+    # 4. mid-epoch: a training has checkpointed epoch 1 and is inside the next one (an epoch
+    #    of the tiny preset takes about 0.4 s here; a longer delay once let the training
+    #    finish before the kill, leaving nothing to resume)
     proc = start_repro(repo, logs[3])
     kill_when(proc, lambda: max(checkpoint_epoch(repo, "dpai-0.99-0"),
-                                checkpoint_epoch(repo, "dpai-0.99-1")) >= 1, delay=0.5)
+                                checkpoint_epoch(repo, "dpai-0.99-1")) >= 1, delay=0.1)
     no_partial_outputs(repo)
 
     # resume to the end: every item continues from its checkpoint and says so

@@ -97,9 +97,11 @@ def _torchvision(builder: str, num_classes: int, in_channels: int, image_size: i
 
 
 def create_model(name: str, num_classes: int = 10, in_channels: int = 3, image_size: int = 32,
-                 seed: int | None = None, prune: str = "default") -> nn.Module:
+                 seed: int | None = None, prune: str = "default",
+                 initialise: bool = True) -> nn.Module:
     """Build a model by name (module docstring) with its reference init; `seed` makes the
-    init reproducible; `prune` chooses the prunable weights (PRUNE)."""
+    init reproducible; `prune` chooses the prunable weights (PRUNE). initialise=False skips
+    the reference init of the paper models (for shape checks)."""
     check_model_name(name, key="model")
     if prune not in PRUNE:
         raise ValueError(f"model.prune={prune!r} is not one of {list(PRUNE)}")
@@ -114,7 +116,8 @@ def create_model(name: str, num_classes: int = 10, in_channels: int = 3, image_s
         if name in MODELS:
             model = MODELS[name](num_classes=num_classes, in_channels=in_channels,
                                  image_size=image_size)
-            init_weights(model, INIT[name])
+            if initialise:
+                init_weights(model, INIT[name])
         else:
             model = _torchvision(name[len(TORCHVISION):], num_classes, in_channels, image_size)
     model.name = name
