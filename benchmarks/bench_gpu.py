@@ -79,7 +79,7 @@ def timed(model, mask, batches_fn, test_fn, steps, warmup, batch, amp=True):
     cfg = TrainConfig(epochs=2, batch_size=batch, milestones=[100], amp=amp)
     res = train(model, mask, lambda e: itertools.islice(batches_fn(e), counts[e]), test_fn, cfg,
                 progress=False, log=None)
-    return steps * batch / res["epochs"][1]["step_seconds"]
+    return steps * batch / res["timing"]["step_seconds"][1]
 
 
 def fused_rate(model_name, classes, size, data, device, k, steps, warmup, batch):
