@@ -4,7 +4,7 @@ import torch
 
 import dpai
 from dpai.paths import PathNetwork
-from dpai.pruners.dpai_method import DPaI
+from dpai.pruners.dpai_method import CollapseWarning, DPaI
 
 
 def small_model():
@@ -78,6 +78,18 @@ def test_trajectory_is_recorded():
     for key in ("objective", "log_paths", "nodes", "kernels", "params"):
         assert len(traj[key]) == 7 and all(isinstance(v, float) for v in traj[key])
     assert mask.info["params"]["alpha"] == 0.99 and mask.info["params"]["steps"] == 7
+
+
+def test_a_collapsed_result_is_a_warned_mask_not_an_error():
+    """mobilenet_v3_small on 8x8 digits at 99 %: a 2-step search ends without any path (its
+    random ERK start has none). That is a result the report shows as layer collapse, so the
+    search returns its mask (exact ERK counts) and warns instead of failing the pipeline."""
+    model = dpai.create_model("torchvision:mobilenet_v3_small", num_classes=10, in_channels=1,
+                              image_size=8, seed=0)
+    with pytest.warns(CollapseWarning, match="the mask has collapsed"):
+        mask = dpai.prune(model, "dpai", 0.99, seed=0, steps=2)
+    assert mask.kept_per_layer() == dpai.erk_budget(model, 0.99)
+    assert dpai.topology(model, mask)["effective_nodes"] == 0
 
 
 @pytest.mark.parametrize("key,value", [("alpha", 1.5), ("beta", -0.1), ("lr", 0.0),
