@@ -383,7 +383,10 @@ class PathNetwork:
             return self.masks[name]
         return torch.ones(shape, dtype=self.dtype, device=device)  # a dense, unprunable weight
 
-    def _masked(self, name, x, fn):
+    def _masked(self, name, x, fn, rows: int = 0):
+        """fn(x): the masked map of layer `name` on its (normalised) input. `rows`: the weight
+        row of fn's first output (2 * dim where fn is the v rows of a q|k|v projection);
+        dpai.unit_graph reads it."""
         x = self._normalise(x)
         hook = self.pre_hooks.get(name)
         if hook is not None:
@@ -545,12 +548,12 @@ class PathNetwork:
             raise self._unknown(node, "nn.MultiheadAttention with a mask")
         e, base = m.embed_dim, node.target
         if m.in_proj_weight is not None:
-            name = f"{base}.in_proj_weight"
-            w = self._weight(name, m.in_proj_weight.shape, q.device)[2 * e:]
+            name, rows = f"{base}.in_proj_weight", 2 * e
+            w = self._weight(name, m.in_proj_weight.shape, q.device)[rows:]
         else:
-            name = f"{base}.v_proj_weight"
+            name, rows = f"{base}.v_proj_weight", 0
             w = self._weight(name, m.v_proj_weight.shape, q.device)
-        values = self._masked(name, q, lambda x: F.linear(x, w))
+        values = self._masked(name, q, lambda x: F.linear(x, w), rows)
         mixed = self._mix(values, 1 if m.batch_first else 0)
         out_name = f"{base}.out_proj"
         w_out = self._weight(out_name, m.out_proj.weight.shape, q.device)
@@ -583,7 +586,7 @@ class PathNetwork:
         x = x.view(b, ph // ws[0], ws[0], pw // ws[1], ws[1], c).permute(0, 1, 3, 2, 4, 5)
         x = x.reshape(b * nw, ws[0] * ws[1], c)
         w_qkv = self._weight(qkv_name, self.modules[qkv_name].weight.shape, x.device)[2 * c:]
-        v = self._masked(qkv_name, x, lambda t: F.linear(t, w_qkv))
+        v = self._masked(qkv_name, x, lambda t: F.linear(t, w_qkv), 2 * c)
         # which tokens of a window see each other: the attention mask's regions
         region = torch.zeros(ph, pw, dtype=v.dtype, device=v.device)
         if sum(shift) > 0:

@@ -10,7 +10,7 @@ from torch import nn
 import dpai
 from dpai.budget import erk_budget, global_budget
 from dpai.pruners.npb import layout, program_value, solve_chunk, split_budget
-from dpai.pruners.phew import walk_stages
+from dpai.pruners.phew import _Walker
 
 SPARSITIES = (0.5, 0.9, 0.99, 0.999)
 
@@ -141,10 +141,24 @@ def test_phew_stalled_walks_are_an_error():
 
 
 def test_phew_routes_resnet_shortcuts():
-    stages = walk_stages(small_model())
-    assert [["layers.1.0.conv1", "layers.1.0.conv2"], ["layers.1.0.shortcut.0"]] in stages
-    assert stages[0] == [["conv1"]] and stages[-1] == [["fc"]]
-    mask = dpai.prune(small_model(), "phew", 0.99, seed=0)
+    """The reference's routes, read off the traced graph: a walk entering a block with a 1x1
+    projection shortcut takes the main convs or the shortcut with probability 1/2 each; an
+    identity shortcut is not a route (the walk crosses the block's convs); backward walks
+    mirror this."""
+    model = small_model()
+    walker = _Walker(model, 100, 0, "uniform")
+    assert walker.next_layers("layers.0.2.conv2") == {"layers.1.0.conv1": 0.5,
+                                                      "layers.1.0.shortcut.0": 0.5}
+    assert walker.next_layers("layers.0.1.conv2") == {"layers.0.2.conv1": 1.0}
+    assert walker.next_layers("layers.1.0.conv1") == {"layers.1.0.conv2": 1.0}
+    assert walker.next_layers("layers.1.0.shortcut.0") == {"layers.1.1.conv1": 1.0}
+    assert walker.next_layers("fc") == {"<output>": 1.0}
+    back = walker.backward[walker.names.index("layers.1.1.conv1")]
+    assert {walker.names[i] for i in back.node.tolist()} == {"layers.1.0.conv2",
+                                                             "layers.1.0.shortcut.0"}
+    back = walker.backward[walker.names.index("layers.0.2.conv1")]
+    assert {walker.names[i] for i in back.node.tolist()} == {"layers.0.1.conv2"}
+    mask = dpai.prune(model, "phew", 0.99, seed=0)
     assert mask["layers.1.0.shortcut.0"].sum() > 0 and mask["layers.1.0.conv1"].sum() > 0
 
 

@@ -12,19 +12,18 @@ proportional to |w| among them (`tap="magnitude"`; the reference samples taps by
 replacement). A walk that meets a full kernel goes on without adding. Walks continue until
 exactly `global_budget(model, sparsity)` weights are kept; layer densities emerge.
 
-The walk graph is the chain of prunable layers in module order, where the unit index passes
-from a layer's outputs to the inputs of the next layer, with two refinements:
-- a layer inside a submodule named `shortcut` (the 1x1 convs of ResNet blocks) is an
-  alternative route: a walk entering such a block takes the block's main layers or the
-  shortcut with probability 1/2 each (as the reference does); identity shortcuts are not
-  routes (walks always cross the block's convs, as in the reference);
-- when the unit counts of consecutive layers differ: next inputs = f x previous outputs
-  (a flatten of C x H x W, channel-major) maps channel c to c*f + r, r uniform; previous
-  outputs = m x next inputs (ViT's qkv: 3*dim features q|k|v, then proj on dim) means only
-  the last block of outputs feeds the next layer (v: the only part of qkv that carries
-  paths, as in dpai.paths): a forward walk leaving qkv picks among the v outputs, v feature
-  2*dim + d enters proj as d, and a backward walk goes from proj input d to qkv output
-  2*dim + d. PHEW therefore keeps no query/key weight (attention stays uniform).
+The walk graph is the model's own graph (dpai.unit_graph: the traced path network cut at
+every prunable layer), at the level of units (channels, features): a walk leaving output unit
+u of a layer moves to an input unit v of a layer that u feeds through no other prunable layer
+(v = u through sums and concatenations at an offset, c*f + r for a flatten, a permutation for
+a channel shuffle, ...). Where u feeds several layers, a layer that another candidate leads to
+is skipped (an identity shortcut is not a route, as in the reference: walks cross the block's
+convs), and the remaining ones are equally likely (a ResNet block with a 1x1 projection
+shortcut: the main convs or the shortcut, 1/2 each, as the reference does); then v is uniform
+among the units u reaches there. Backward walks mirror this. A layer crossing only picks
+units that lead on: attention's query and key rows and a squeeze-and-excitation block's convs
+carry no path, so PHEW keeps none of their weights; forward walks start at the input channels
+(round robin) and end at the output, backward walks start at the classes (round robin).
 
 Vectorised: each batch runs many walks at once as tensor ops (inverse-CDF sampling of the
 kernel-norm distributions with a seeded CPU generator: the law of torch.multinomial, about
@@ -41,49 +40,82 @@ from .. import checks
 from ..budget import global_budget
 from ..mask import Mask
 from ..models import prunable_layers
+from ..unit_graph import INPUT, OUTPUT, unit_graph
 from . import register
 
 TAPS = ("uniform", "magnitude")
-# submodule names of a residual block's projection shortcut: ours, torchvision's ResNets
-SHORTCUTS = ("shortcut", "downsample")
 MAX_WALKS = 8192      # walks per batch
 STALL_BATCHES = 64    # consecutive batches without a new weight before giving up
 
 
-def walk_stages(model) -> list[list[list[str]]]:
-    """The walk graph: a list of stages, each a list of alternative routes (lists of layer
-    names). A stage with one route is plain; a ResNet block with a 1x1 shortcut conv is the
-    stage [[conv1, conv2], [shortcut]]."""
-    stages: list[list[list[str]]] = []
-    for name in prunable_layers(model):
-        word = next((w for w in SHORTCUTS if f".{w}." in f".{name}"), None)
-        if word is None:
-            stages.append([[name]])
-            continue
-        block = name.split(word + ".")[0]           # "layers.1.0." (or "" at top level)
-        last = stages[-1] if stages else None
-        if last is not None and len(last) == 2 and last[1][0].startswith(block + word + "."):
-            last[1].append(name)                     # a shortcut with several layers
-            continue
-        main = []
-        while stages and len(stages[-1]) == 1 and stages[-1][0][0].startswith(block):
-            main = stages.pop()[0] + main
-        if not main:
-            raise ValueError(f"phew: shortcut layer {name!r} has no main branch in its block")
-        stages.append([main, [name]])
-    return stages
+class _Choice:
+    """Where a walk goes from each unit of one node: (node index, unit, probability) entries
+    for the units `rows`, as one sorted flat CDF (row r shifted by r): a batch samples with one
+    searchsorted."""
+
+    def __init__(self, units: int, rows, node, unit, prob):
+        order = torch.argsort(rows, stable=True)
+        rows, self.node, self.unit, prob = rows[order], node[order], unit[order], prob[order]
+        counts = torch.bincount(rows, minlength=units)
+        self.end = counts.cumsum(0) - 1                  # last entry of each row
+        cum = prob.cumsum(0)
+        start = self.end - counts + 1
+        before = torch.where(start > 0, cum[(start - 1).clamp_min(0)], torch.zeros_like(cum[:1]))
+        cdf = cum - before[rows]
+        cdf[self.end[counts > 0]] = 1.0                  # exact row ends despite round-off
+        self.rows, self.prob, self.cdf = rows, prob, cdf + rows
+        self.empty = counts == 0
+
+    def sample(self, unit, g):
+        """(node, unit) for walks at `unit`; node -1 where the unit leads nowhere."""
+        u = torch.rand(unit.shape, generator=g, dtype=torch.float64)
+        pick = torch.searchsorted(self.cdf, unit + u, right=True)
+        pick = torch.minimum(pick, self.end[unit]).clamp_min(0)
+        node = torch.where(self.empty[unit], -1, self.node[pick])
+        return node, self.unit[pick]
+
+
+def _choices(graph, index, reach, forward: bool) -> dict:
+    """{node index: _Choice} for forward (successors) or backward (predecessors) moves."""
+    links: dict = {}
+    for (a, b), block in graph.edges.items():
+        if forward:
+            links.setdefault(a, []).append((b, block))
+        else:
+            links.setdefault(b, []).append((a, block.t()))
+    out = {}
+    for here, targets in links.items():
+        ids = torch.tensor([index[t] for t, _ in targets])
+        feeds = torch.stack([block.any(1) for _, block in targets], 1)  # unit -> target layer
+        # skip a target that another candidate of the same unit leads to (a shortcut past it)
+        between = (reach[ids][:, ids] if forward else reach[ids][:, ids].t()).double()
+        keep = feeds & ~((feeds.double() @ between) > 0)
+        share = keep.double() / keep.sum(1, keepdim=True).clamp_min(1)
+        rows, nodes, units, probs = [], [], [], []
+        for j, (_, block) in enumerate(targets):
+            block = block & keep[:, j:j + 1]
+            u, v = block.nonzero(as_tuple=True)
+            if u.numel() == 0:
+                continue
+            rows.append(u)
+            nodes.append(torch.full_like(u, int(ids[j])))
+            units.append(v)
+            probs.append(share[u, j] / block.sum(1).double()[u])
+        out[index[here]] = _Choice(feeds.shape[0], torch.cat(rows), torch.cat(nodes),
+                                   torch.cat(units), torch.cat(probs))
+    return out
 
 
 class _Layer:
     """One prunable layer as the walks see it (CPU tensors)."""
 
-    def __init__(self, module, offset: int, tap: str, next_in: int | None):
+    def __init__(self, module, offset: int, tap: str, rows: int, leads_on, reached):
         groups = module.groups if isinstance(module, torch.nn.Conv2d) else 1
         w = module.weight.detach().to("cpu", torch.float64).abs()
         self.c_out, self.in_per_group = w.shape[:2]
         w = w.reshape(self.c_out, self.in_per_group, -1)
         self.area = w.shape[2]
-        self.offset = offset
+        self.offset, self.rows = offset, rows
         # a grouped (depthwise) conv: output o reads only the inputs of its group; as a walk
         # graph it is an (out, in) kernel-norm matrix that is 0 outside the groups' blocks
         self.c_in, self.out_per_group = self.in_per_group * groups, self.c_out // groups
@@ -93,27 +125,27 @@ class _Layer:
             cols = ((torch.arange(self.c_out) // self.out_per_group)[:, None] * self.in_per_group
                     + torch.arange(self.in_per_group))
             norm = full.scatter_(1, cols, norm)
-        # outputs that feed the next layer: all, or the last third (ViT qkv -> v)
-        fold = next_in is not None and self.c_out == 3 * next_in
-        self.feed_lo = self.c_out - next_in if fold else 0
-        self.forward_cdf = _cdf(norm[self.feed_lo:].t())   # P(out | in)
-        self.backward_cdf = _cdf(norm)                 # P(in | out)
+        # a crossing only picks units the walk can go on from: outputs that feed a next layer
+        # (weight rows from `rows`: the v rows of a q|k|v projection), inputs reached from
+        # the network input
+        out_ok = torch.zeros(self.c_out, dtype=torch.bool)
+        out_ok[rows:rows + len(leads_on)] = leads_on
+        self.forward_cdf = _cdf(norm.t(), out_ok)      # P(out | in)
+        self.backward_cdf = _cdf(norm, reached)        # P(in | out)
         # floor at a tiny |w| so a free tap always beats a kept one in the Gumbel-max below
         self.log_tap = w.clamp_min(1e-300).log() if tap == "magnitude" else torch.zeros_like(w)
 
 
-def _inputs(module) -> int:
-    """Input units of a prunable layer (all groups of a grouped conv)."""
-    groups = module.groups if isinstance(module, torch.nn.Conv2d) else 1
-    return module.weight.shape[1] * groups
-
-
-def _cdf(p: torch.Tensor) -> torch.Tensor:
-    """Row-wise CDFs of the rows of `p` (normalised), row r shifted by r and flattened: one
-    sorted sequence, so a whole batch samples with one searchsorted and no row gathers.
-    A row of zeros (a unit whose kernels are all 0) is uniform, as in the reference."""
+def _cdf(p: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """Row-wise CDFs of the rows of `p` restricted to the `allowed` columns (normalised), row r
+    shifted by r and flattened: one sorted sequence, so a whole batch samples with one
+    searchsorted and no row gathers. A row of zeros (a unit whose kernels are all 0) is
+    uniform over the allowed columns, as in the reference."""
+    allowed = allowed if bool(allowed.any()) else torch.ones_like(allowed)
+    p = p * allowed
     total = p.sum(1, keepdim=True)
-    p = torch.where(total > 0, p / total.clamp_min(1e-300), torch.ones_like(p) / p.shape[1])
+    uniform = allowed.to(p.dtype).expand_as(p) / allowed.sum()
+    p = torch.where(total > 0, p / total.clamp_min(1e-300), uniform)
     cdf = p.cumsum(1)
     cdf[:, -1] = 1.0
     return (cdf + torch.arange(p.shape[0], dtype=p.dtype)[:, None]).flatten()
@@ -122,61 +154,61 @@ def _cdf(p: torch.Tensor) -> torch.Tensor:
 class _Walker:
     def __init__(self, model, budget: int, seed: int, tap: str):
         modules = prunable_layers(model)
-        self.stages = walk_stages(model)
-        next_in = {}                                   # input units of the layer after each
-        for s, stage in enumerate(self.stages):
-            after = self.stages[s + 1][0][0] if s + 1 < len(self.stages) else None
-            for route in stage:
-                for a, b in zip(route, route[1:] + [after]):
-                    next_in[a] = _inputs(modules[b]) if b else None
-        self.layers, offset = {}, 0
+        graph = unit_graph(model)
+        self.graph = graph
+        self.names = graph.nodes                       # INPUT, layers..., OUTPUT
+        index = {n: i for i, n in enumerate(self.names)}
+        # reach[a, b]: b lies downstream of a (nodes are in topological order)
+        reach = torch.zeros(len(self.names), len(self.names), dtype=torch.bool)
+        succ: dict = {}
+        for a, b in graph.edges:
+            succ.setdefault(index[a], set()).add(index[b])
+        longest = torch.zeros(len(self.names), dtype=torch.long)   # layers on the longest path
+        for a in range(len(self.names) - 1, -1, -1):
+            for b in succ.get(a, ()):
+                reach[a, b] = True
+                reach[a] |= reach[b]
+                longest[a] = max(int(longest[a]), int(longest[b]) + (b != len(self.names) - 1))
+        self.forward = _choices(graph, index, reach, True)
+        self.backward = _choices(graph, index, reach, False)
+        # layers by node index (a prunable layer no path reaches, such as an SE conv, is
+        # never walked); offsets: where each layer's weights start in the flat kept vector
+        self.layers, self.offsets, offset = {}, {}, 0
         for name, m in modules.items():
-            self.layers[name] = _Layer(m, offset, tap, next_in[name])
+            self.offsets[name] = offset
+            if name in index:
+                i = index[name]
+                leads_on = (~self.forward[i].empty if i in self.forward
+                            else torch.zeros(graph.units_out[name], dtype=torch.bool))
+                reached = (~self.backward[i].empty if i in self.backward
+                           else torch.zeros(graph.units_in[name], dtype=torch.bool))
+                self.layers[i] = _Layer(m, offset, tap, graph.rows[name], leads_on, reached)
             offset += m.weight.numel()
         self.kept = torch.zeros(offset, dtype=torch.bool)
-        self.max_steps = len(self.layers)
+        self.max_steps = max(1, int(longest[0]))
         self.g = torch.Generator().manual_seed(seed)
         self.budget = budget
         self.next_seed = {True: 0, False: 0}   # round-robin start units, forward / backward
 
-    # -- unit index mapping between consecutive layers --------------------------------------
-    def _to_next(self, idx, p_out, q_in):
-        if q_in == p_out:
-            return idx
-        if q_in % p_out == 0:                  # flatten: channel c -> features c*f .. c*f+f-1
-            f = q_in // p_out
-            return idx * f + torch.randint(f, idx.shape, generator=self.g)
-        if p_out == 3 * q_in:                  # qkv -> proj: v feature 2*dim + d -> d
-            return idx - (p_out - q_in)
-        raise ValueError(f"phew: cannot pass {p_out} units to a layer with {q_in} inputs: "
-                         f"PHEW walks the chain of prunable layers in module order (projection "
-                         f"shortcuts named {'/'.join(SHORTCUTS)} as alternative routes), and "
-                         f"this model's layers do not form such a chain")
-
-    def _to_prev(self, idx, q_in, p_out):
-        if q_in == p_out:
-            return idx
-        if q_in % p_out == 0:
-            return idx // (q_in // p_out)
-        if p_out == 3 * q_in:
-            return idx + (p_out - q_in)
-        raise ValueError(f"phew: cannot pass {q_in} units to a layer with {p_out} outputs: "
-                         f"PHEW walks the chain of prunable layers in module order, and this "
-                         f"model's layers do not form such a chain")
+    def next_layers(self, name: str) -> dict:
+        """{layer: probability} of where a forward walk leaving `name` goes, averaged over the
+        units of `name` that lead on (the walk graph at the level of layers)."""
+        choice = self.forward[self.names.index(name)]
+        alive = int((~choice.empty).sum())
+        total = torch.zeros(len(self.names), dtype=torch.float64).index_add_(0, choice.node,
+                                                                             choice.prob)
+        return {self.names[i]: float(total[i]) / alive for i in total.nonzero().flatten().tolist()}
 
     # -- one layer crossed by a set of walks ------------------------------------------------
     def _cross(self, layer: _Layer, unit, forward: bool):
-        """Move every walk across `layer` from `unit` (an input index going forward, an output
-        index going backward); return the new unit and the flat positions switched on
-        (-1 where the chosen kernel is full)."""
+        """Move every walk across `layer` from `unit` (an input index going forward, a weight
+        row going backward); return the new unit and the flat positions switched on (-1 where
+        the chosen kernel is full)."""
         # inverse-CDF sampling (same law as torch.multinomial on the row, without gathering rows)
-        if forward:   # towards the outputs that feed the next layer
-            cdf, width, shift = layer.forward_cdf, layer.c_out - layer.feed_lo, layer.feed_lo
-        else:
-            cdf, width, shift = layer.backward_cdf, layer.c_in, 0
+        cdf, width = (layer.forward_cdf, layer.c_out) if forward else (layer.backward_cdf, layer.c_in)
         u = torch.rand(unit.shape, generator=self.g, dtype=torch.float64)
         other = torch.searchsorted(cdf, unit + u, right=True) - unit * width
-        other = other.clamp_max(width - 1) + shift     # clamp: float round-off at a row's end
+        other = other.clamp(0, width - 1)              # clamp: float round-off at a row's end
         i, o = (unit, other) if forward else (other, unit)
         # the input's index inside the output's group (groups=1: the input itself); a pair
         # outside a group (only reachable through a row of zero norms) adds nothing
@@ -193,34 +225,33 @@ class _Walker:
         pos = torch.where(free.any(1) & inside, base + choice, -1)
         return (o if forward else i), pos
 
-    def _walk(self, unit, order, forward: bool, out: list):
-        """Walks starting at `unit` (their ids in `order`); records (order key, pos) pairs."""
+    def _walk(self, start, order, forward: bool, out: list):
+        """Walks from the input (forward) or the output (backward) units `start` (their ids in
+        `order`); records (order key, flat position) pairs. Nodes are visited in topological
+        order (reversed going backward), so one pass moves every walk to its end."""
+        moves = self.forward if forward else self.backward
+        first = 0 if forward else len(self.names) - 1
+        node, unit = moves[first].sample(start, self.g)
         step = torch.zeros_like(unit)
-        stages = self.stages if forward else self.stages[::-1]
-        dim = None
-        for stage in stages:
-            routes = stage if forward else [r[::-1] for r in stage]
-            pick = torch.randint(len(routes), unit.shape, generator=self.g) if len(routes) > 1 \
-                else torch.zeros_like(unit)
-            new_unit, new_step, new_dim = unit.clone(), step.clone(), dim
-            for r, route in enumerate(routes):
-                sel = pick == r
-                u, s, d = unit[sel], step[sel], dim
-                for name in route:
-                    layer = self.layers[name]
-                    if d is not None:
-                        u = (self._to_next(u, d, layer.c_in) if forward
-                             else self._to_prev(u, d, layer.c_out))
-                    u, pos = self._cross(layer, u, forward)
-                    out.append((order[sel] * self.max_steps + s, pos))
-                    s, d = s + 1, (layer.c_out if forward else layer.c_in)
-                new_unit[sel], new_step[sel], new_dim = u, s, d
-            unit, step, dim = new_unit, new_step, new_dim
+        visit = range(1, len(self.names) - 1)
+        for i in (visit if forward else reversed(visit)):
+            sel = (node == i).nonzero().squeeze(1)
+            if sel.numel() == 0 or i not in self.layers:
+                continue
+            layer = self.layers[i]
+            here = unit[sel] if forward else unit[sel] + layer.rows
+            there, pos = self._cross(layer, here, forward)
+            out.append((order[sel] * self.max_steps + step[sel], pos))
+            step[sel] += 1
+            if forward:
+                there = there - layer.rows
+            if i in moves:
+                node[sel], unit[sel] = moves[i].sample(there, self.g)
+            else:
+                node[sel] = -1
 
     def _seeds(self, n: int, forward: bool):
-        name = self.stages[0][0][0] if forward else self.stages[-1][0][-1]
-        layer = self.layers[name]
-        units = layer.c_in if forward else layer.c_out
+        units = (self.graph.units_out[INPUT] if forward else self.graph.units_in[OUTPUT])
         start = self.next_seed[forward]
         self.next_seed[forward] = (start + n) % units
         return (start + torch.arange(n)) % units
@@ -278,7 +309,7 @@ def phew(model, sparsity, *, seed, data=None, tap: str = "uniform"):
         walks = walker.run()
     masks = {}
     for name, m in layers.items():
-        start = walker.layers[name].offset
+        start = walker.offsets[name]
         kept = walker.kept[start:start + m.weight.numel()]
         masks[name] = kept.view_as(m.weight).to(m.weight.device)
     return Mask(masks, {"walks": walks})
