@@ -305,3 +305,26 @@ def test_dpai_mask_does_not_depend_on_tf32_on_cuda():
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
     assert all(torch.equal(masks[0][n], masks[1][n]) for n in masks[0])
+
+
+def test_unit_graph_follows_concatenation_shuffle_and_gates():
+    """dpai.unit_graph (PHEW's walk graph): which output unit reaches which input unit of the
+    next prunable layers, against the mappings written out by hand."""
+    from dpai.unit_graph import INPUT, OUTPUT, unit_graph
+    eye = lambda n: torch.eye(n, dtype=torch.bool)  # noqa: E731
+    g = unit_graph(Concat())
+    # cat([a (2 ch), b (1 ch), input (1 ch)]) -> c: a -> 0, 1; b -> 2; the input -> 3
+    assert torch.equal(g.edges[("a", "c")], torch.tensor([[1, 0, 0, 0], [0, 1, 0, 0]]).bool())
+    assert torch.equal(g.edges[("b", "c")], torch.tensor([[0, 0, 1, 0]]).bool())
+    assert torch.equal(g.edges[(INPUT, "c")], torch.tensor([[0, 0, 0, 1]]).bool())
+    assert torch.equal(g.edges[("c", "fc")], eye(2)) and torch.equal(g.edges[("fc", OUTPUT)], eye(2))
+    g = unit_graph(Shuffle())
+    shuffle = torch.zeros(4, 4, dtype=torch.bool)
+    shuffle[torch.arange(4), (torch.arange(4) % 2) * 2 + torch.arange(4) // 2] = True
+    assert torch.equal(g.edges[("a", "b")], shuffle)
+    g = unit_graph(SEGate())                       # the gate's convs are not in the graph
+    assert g.nodes == [INPUT, "conv", "fc", OUTPUT]
+    assert set(g.edges) == {(INPUT, "conv"), ("conv", "fc"), ("fc", OUTPUT)}
+    g = unit_graph(ClassTokenAttention())
+    rows = {name: r for name, r in g.rows.items() if r}
+    assert rows and all(r == 2 * g.units_out[name] for name, r in rows.items())  # v rows
