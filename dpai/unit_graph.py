@@ -45,9 +45,14 @@ class _CutNetwork(PathNetwork):
         # float32 is enough to tell a zero from a non-zero derivative here (no products of
         # path counts, only sums of ones), and halves the batched backward passes
         self.dtype, self.input = torch.float32, self.input.float()
+        self.prunable = set(self.names)
         self.cuts: dict = {}          # layer -> (its input, the leaf for its output, rows)
 
     def _masked(self, name, x, fn, rows: int = 0):
+        if name not in self.prunable:
+            # a weight that is not prunable (the attention input projection with
+            # prune="linear") is dense, all ones: every input unit reaches every output unit
+            return fn(x)
         if name in self.cuts:
             raise ValueError(f"dpai.unit_graph: prunable layer {name!r} is applied more than "
                              f"once; a walk graph needs each layer once")

@@ -252,3 +252,23 @@ def test_npb_fine_tune_makes_kept_weights_effective():
     assert tuned.info["fine_tuned"] > 0
     # linear layers are left to "all" (the reference fine-tunes conv layers only)
     assert torch.equal(tuned["fc"], bare["fc"])
+
+
+def test_phew_crosses_a_dense_attention_projection():
+    """prune="linear" (the paper's ViT setting): attention's input projection is not prunable,
+    so walks cross it as a dense map (from the patch embedding straight to the out
+    projection, not into it) and PHEW still keeps exactly its budget, every kept weight of the
+    out projection on an input-output path."""
+    from test_paths_patterns import ClassTokenAttention
+    torch.manual_seed(0)
+    model = ClassTokenAttention()
+    model.prune = "linear"
+    assert "attn.in_proj_weight" not in dpai.prunable_layers(model)
+    walker = _Walker(model, 10, 0, "uniform")
+    assert walker.next_layers("patch") == {"attn.out_proj": 1.0}
+    assert walker.next_layers("attn.out_proj") == {"fc": 1.0}
+    for seed in range(3):
+        mask = dpai.prune(model, "phew", 0.5, seed=seed)
+        assert mask.num_kept == global_budget(model, 0.5)
+        topo = dpai.topology(model, mask)
+        assert topo["layers"]["attn.out_proj"]["effective_params"] == mask["attn.out_proj"].sum()

@@ -49,9 +49,9 @@ STALL_BATCHES = 64    # consecutive batches without a new weight before giving u
 
 
 class _Choice:
-    """Where a walk goes from each unit of one node: (node index, unit, probability) entries
-    for the units `rows`, as one sorted flat CDF (row r shifted by r): a batch samples with one
-    searchsorted."""
+    """Where a walk goes from each unit of one node: (node index, unit, probability) entries,
+    entry e belonging to unit rows[e], as one sorted flat CDF (row r shifted by r): a batch
+    samples with one searchsorted."""
 
     def __init__(self, units: int, rows, node, unit, prob):
         order = torch.argsort(rows, stable=True)
@@ -63,7 +63,7 @@ class _Choice:
         before = torch.where(start > 0, cum[(start - 1).clamp_min(0)], torch.zeros_like(cum[:1]))
         cdf = cum - before[rows]
         cdf[self.end[counts > 0]] = 1.0                  # exact row ends despite round-off
-        self.rows, self.prob, self.cdf = rows, prob, cdf + rows
+        self.prob, self.cdf = prob, cdf + rows
         self.empty = counts == 0
 
     def sample(self, unit, g):
