@@ -128,6 +128,36 @@ def test_grasp_runs_through_attention(data):
     assert mask.num_kept == global_budget(model, 0.9)
 
 
+class PaddedNorm(nn.Module):
+    """Swin V2's cosine attention in miniature: a bias-free projection of zero-padded rows,
+    normalised. torch's double backward of F.normalize at a zero vector is 0/0."""
+    input_shape = (4,)
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 6, bias=False), nn.Linear(6, 3)
+
+    def forward(self, x):
+        x = torch.cat([x, torch.zeros_like(x)], 0)
+        return self.b(nn.functional.normalize(self.a(x), dim=-1))[: x.shape[0] // 2]
+
+
+def test_grasp_with_an_undefined_second_derivative_keeps_its_count():
+    torch.manual_seed(0)
+    model = PaddedNorm()
+    data = [(torch.randn(4, 4), torch.tensor([0, 1, 2, 0]))]
+    with pytest.warns(RuntimeWarning, match="not finite for 24 weights"):
+        mask = dpai.prune(model, "grasp", 0.5, seed=0, data=data)
+    assert mask.num_kept == global_budget(model, 0.5)
+
+
+def test_selection_refuses_nan_scores():
+    from dpai.pruners.select import topk_mask
+    scores = torch.tensor([1.0, float("nan"), 0.5, 2.0])
+    with pytest.raises(ValueError, match="1 of 4 scores are NaN"):
+        topk_mask(scores, 2, torch.Generator().manual_seed(0))
+
+
 def test_iter_snip_one_round_is_snip(data):
     model = small_model()
     a = run(model, "snip", 0.99, data, seed=1)

@@ -84,7 +84,10 @@ def _torchvision(builder: str, num_classes: int, in_channels: int, image_size: i
     elif builder.startswith("maxvit"):
         kwargs["input_size"] = (image_size, image_size)
     elif builder in ("googlenet", "inception_v3"):
-        kwargs["init_weights"] = True  # torchvision's init, without its warning
+        # torchvision's init, without its warning; no auxiliary classifiers, so that the
+        # training-mode output is the logits, which the scoring methods and dpai.train use
+        # (the original recipe's auxiliary loss is not part of this pipeline)
+        kwargs.update(init_weights=True, aux_logits=False)
     model = torchvision.models.get_model(builder, **kwargs)
     if in_channels != 3:
         name, first = next((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d))

@@ -7,6 +7,7 @@ largest S and keeps the rest (`keep = S <= threshold`). We keep the k largest W 
 the same set. Its extra normalisation of S by |sum S| is positive and changes no order.
 """
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -62,9 +63,22 @@ def grasp_hg(work, batches, temperature: float) -> dict[str, torch.Tensor]:
 
 
 def grasp_scores(work, batches, temperature: float = 200.0) -> dict[str, torch.Tensor]:
-    """The keep score W * Hg (= minus GraSP's S): the largest are kept."""
+    """The keep score W * Hg (= minus GraSP's S): the largest are kept.
+
+    Where Hg is not finite it is taken as 0, with a warning naming the layers: torch's double
+    backward of a normalisation at an exact zero vector is 0/0 (Swin V2's cosine attention on
+    the zero-padded tokens of a window larger than the feature map), which would otherwise
+    make whole query/key projections NaN and the selection undefined."""
     ws = weights(work)
-    return {n: (ws[n] * h).detach() for n, h in grasp_hg(work, batches, temperature).items()}
+    hg = grasp_hg(work, batches, temperature)
+    bad = {n: int((~torch.isfinite(h)).sum()) for n, h in hg.items()
+           if not bool(torch.isfinite(h).all())}
+    if bad:
+        warnings.warn(f"grasp: the Hessian-gradient product is not finite for "
+                      f"{sum(bad.values())} weights ({bad}); they score 0", RuntimeWarning,
+                      stacklevel=3)
+        hg = {n: torch.nan_to_num(h, nan=0.0, posinf=0.0, neginf=0.0) for n, h in hg.items()}
+    return {n: (ws[n] * h).detach() for n, h in hg.items()}
 
 
 @register("grasp", needs_data=True, rules={

@@ -51,6 +51,11 @@ def topk_mask(scores: torch.Tensor, k: int, generator: torch.Generator) -> torch
         return torch.ones_like(scores, dtype=torch.bool)
     if k <= 0:
         return torch.zeros_like(scores, dtype=torch.bool)
+    if bool(torch.isnan(flat).any()):
+        # NaN compares false with everything: "the k largest" is undefined (and the rule below
+        # would keep nothing)
+        raise ValueError(f"select: {int(torch.isnan(flat).sum())} of {n} scores are NaN; an "
+                         f"exact top-{k} needs comparable scores")
     # a selection, not a full sort
     threshold = flat[topk_indices(flat, k)].min()
     keep = flat > threshold
