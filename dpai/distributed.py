@@ -18,31 +18,29 @@ What holds (tests/test_distributed.py checks it with gloo and 2 CPU processes):
 - the loss of a rank is its sum of per-image losses / the global batch size * world size, so
   DDP's gradient average is the gradient of the global batch mean, even for a last batch
   that does not split evenly;
-- BatchNorm: `sync_bn=True` (default) normalises with the statistics of the global batch
+- BatchNorm: `train.sync_bn: true` (default) normalises with the statistics of the global batch
   (torch.nn.SyncBatchNorm on CUDA; on the CPU, where torch's needs a GPU, `SyncBatchNorm2d`
-  below, two differentiable all-reduces per layer); sync_bn=False keeps per-rank statistics
+  below, two differentiable all-reduces per layer); false keeps per-rank statistics
   (DDP broadcasts rank 0's running statistics at each forward);
 - metrics: loss sums, correct counts and image counts are all-reduced once per epoch; the
   test split is sharded the same way. Every rank returns the same result dict;
-- with sync_bn=True the result equals single-process `dpai.train` with the same global batch
+- checkpoints: rank 0 saves (dpai.train's), every rank resumes; only rank 0 writes files;
+- with sync_bn the result equals single-process `dpai.train` with the same global batch
   within floating-point tolerance.
 """
 import argparse
 import hashlib
 import json
 import os
-import time
 
 import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
-import torch.nn.functional as F
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from .mask import Mask
 from .models import prunable_layers
-from .train import TrainConfig
+from .train import TrainConfig, train
 
 
 def world_size() -> int:
@@ -155,11 +153,6 @@ def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
     return model
 
 
-def _full(out):
-    """bf16 logits (autocast) to fp32 for the loss; fp32/fp64 unchanged."""
-    return out.float() if out.dtype in (torch.bfloat16, torch.float16) else out
-
-
 def _global_sizes(n: int, batch_size: int, world: int) -> list[int]:
     sizes = [min(batch_size, n - s) for s in range(0, n, batch_size)]
     if sizes and sizes[-1] < world:
@@ -169,105 +162,39 @@ def _global_sizes(n: int, batch_size: int, world: int) -> list[int]:
     return sizes
 
 
-def train_ddp(model: nn.Module, mask, data, config: TrainConfig, *, seed: int,
-              sync_bn: bool = True, log=print, augment: bool = True) -> dict:
+def train_ddp(model: nn.Module, mask, data, config: TrainConfig, *, seed: int, log=print,
+              augment: bool = True, checkpoint=None, device=None) -> dict:
     """Train `model` in place on this rank's shard of `data` (a dpai.data.Data) with DDP.
 
     Call after `setup()`; the model must already be on this rank's device (and in the dtype
     to train in) and built from the same init on every rank (DDP also broadcasts rank 0's
     weights). The data order comes from torch.Generator().manual_seed(seed), as in
-    stages/train.py. Returns the `dpai.train` result dict (same on every rank)."""
+    stages/train.py; `checkpoint` (a dpai.Checkpoint on a file system every rank reads) is
+    saved by rank 0 and resumed by all. This is `dpai.train` with sharded batches: the same
+    optimiser, schedule, non-finite-loss stop and metrics (the same dict on every rank)."""
     if not isinstance(config, TrainConfig):
         raise ValueError(f"config={type(config).__name__} must be a dpai.train.TrainConfig")
-    if not isinstance(sync_bn, bool):
-        raise ValueError(f"sync_bn={sync_bn!r} must be true or false")
     if not dist.is_initialized():
         raise ValueError("train_ddp needs a process group: call dpai.distributed.setup() "
                          "under torchrun first")
     rank, world = dist.get_rank(), dist.get_world_size()
+    _global_sizes(data.n_train, config.batch_size, world)
     param = next(model.parameters())
-    device, dtype = param.device, param.dtype
-    sizes = _global_sizes(data.n_train, config.batch_size, world)
-    masks, weights = [], []
-    if mask is not None:
-        mask = share_mask(mask if isinstance(mask, Mask) else Mask(mask))
-        mask.apply(model)
-    if sync_bn:
-        model = convert_sync_batchnorm(model, device)
-    if mask is not None:
-        for name, m in prunable_layers(model).items():
-            weights.append(m.weight)
-            masks.append(torch.zeros_like(m.weight).copy_(mask[name]))
-    cuda = device.type == "cuda"
-    if cuda:
-        model.to(memory_format=torch.channels_last)
-    ddp = DistributedDataParallel(model, device_ids=[device] if cuda else None,
-                                  broadcast_buffers=not sync_bn)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cuda and config.amp
-                else torch.autocast("cpu", enabled=False))
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay, nesterov=config.nesterov)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, config.milestones, config.gamma)
+    device = param.device if device is None else device
+    dtype = param.dtype
+    shard = (rank, world)
     generator = torch.Generator().manual_seed(seed)
-    test_idx = torch.tensor_split(torch.arange(data.n_test), world)[rank]
-    test_y = data.labels("test")
-    steps, records, start = 0, [], time.perf_counter()
-    for epoch in range(config.epochs):
-        t0, lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
-        ddp.train()
-        sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, n
-        batches = data.train_batches(config.batch_size, generator=generator, device=device,
-                                     augment=augment, shard=(rank, world))
-        for size, (x, y) in zip(sizes, batches):
-            x = x.to(dtype)
-            if cuda:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast:
-                out = ddp(x)
-                loss_sum = F.cross_entropy(_full(out), y, reduction="sum")
-            optimizer.zero_grad(set_to_none=True)
-            (loss_sum * (world / size)).backward()  # DDP averages: the global batch mean
-            if masks:
-                torch._foreach_mul_([w.grad for w in weights], masks)
-            optimizer.step()
-            steps += 1
-            sums += torch.stack([loss_sum.detach().double(),
-                                 (out.detach().argmax(1) == y).sum().double(),
-                                 torch.tensor(float(len(y)), dtype=torch.float64,
-                                              device=device)])
-        dist.all_reduce(sums)
-        tr_loss, tr_correct, tr_n = sums.tolist()
-        step_seconds = time.perf_counter() - t0
-        scheduler.step()
-        model.eval()
-        te = torch.zeros(3, dtype=torch.float64, device=device)
-        with torch.inference_mode(), autocast:
-            for i in range(0, len(test_idx), config.batch_size):
-                idx = test_idx[i:i + config.batch_size]
-                xb = data.images(idx, "test", device).to(dtype)
-                yb = test_y[idx].to(device)
-                out = _full(model(xb))
-                te += torch.stack([F.cross_entropy(out, yb, reduction="sum").double(),
-                                   (out.argmax(1) == yb).sum().double(),
-                                   torch.tensor(float(len(yb)), dtype=torch.float64,
-                                                device=device)])
-        dist.all_reduce(te)
-        te_loss, te_correct, te_n = te.tolist()
-        rec = {"epoch": epoch, "lr": lr, "train_loss": tr_loss / tr_n,
-               "train_acc": 100.0 * tr_correct / tr_n, "test_loss": te_loss / te_n,
-               "test_acc": 100.0 * te_correct / te_n, "seconds": time.perf_counter() - t0,
-               "step_seconds": step_seconds}
-        records.append(rec)
-        if log is not None and rank == 0:
-            log(f"ddp x{world} epoch {epoch} of {config.epochs} lr {lr:.4g} "
-                f"train_loss {rec['train_loss']:.4f} test_acc {rec['test_acc']:.2f} "
-                f"({rec['seconds']:.1f}s)")
-    best = max(records, key=lambda r: r["test_acc"])
-    return {"epochs": records, "final_test_acc": records[-1]["test_acc"],
-            "best_test_acc": best["test_acc"], "best_epoch": best["epoch"],
-            "final_train_acc": records[-1]["train_acc"],
-            "train_seconds": time.perf_counter() - start, "steps": steps,
-            "world_size": world, "sync_bn": sync_bn}
+
+    def cast(batches):  # the data layer gives float32; a float64 model trains in float64
+        return ((x.to(dtype), y) for x, y in batches) if dtype != torch.float32 else batches
+
+    result = train(
+        model, mask,
+        lambda epoch: cast(data.train_batches(config.batch_size, generator=generator,
+                                              device=device, augment=augment, shard=shard)),
+        lambda: cast(data.test_batches(config.batch_size, device=device, shard=shard)),
+        config, progress=False, log=log, checkpoint=checkpoint, generators=[generator])
+    return {**result, "world_size": world}
 
 
 def pruned_nonzero(model: nn.Module, mask: Mask) -> int:
@@ -294,6 +221,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("DPAI_THREADS", "1")))
     config = TrainConfig.from_dict(json.loads(args.train))
+    if args.no_sync_bn:
+        config.sync_bn = False
     rank, world, device = setup(device=args.device)
     try:
         data = data_mod.load(args.data, args.dataset, device=device)
@@ -301,7 +230,11 @@ def main(argv=None):
         model = create_model(args.model, data.num_classes, data.in_channels, data.image_size,
                              seed=init_seed).to(device)
         mask = Mask.load(args.mask) if args.mask else None
-        result = train_ddp(model, mask, data, config, seed=args.seed, sync_bn=not args.no_sync_bn)
+        result = train_ddp(model, mask, data, config, seed=args.seed)
+        timing = result.pop("timing")
+        if is_main():
+            print(f"ddp x{world}: final test accuracy {result['final_test_acc']:.2f} % in "
+                  f"{timing['train_seconds']:.1f} s")
         if args.out and is_main():
             write_json(args.out, {"model": args.model, "dataset": args.dataset,
                                   "seed": args.seed, "init_seed": init_seed,

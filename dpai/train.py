@@ -14,6 +14,16 @@ those of `generators`, e.g. the data order's) and the metrics so far are saved a
 `checkpoint.every` epochs; a later call with the same checkpoint resumes after the last saved
 epoch and, on the CPU, ends bit for bit where an uninterrupted run ends. A non-finite loss
 stops training (NonFiniteLoss, naming the epoch and step) and keeps the last good checkpoint.
+
+Data-parallel (DDP): called on every rank of an initialised torch.distributed process group of
+more than one process, `train` trains a DistributedDataParallel copy. The batch callables then
+yield this rank's part of each global batch (`Data.train_batches(..., shard=(rank, world))`,
+`Data.test_batches(..., shard=...)`); each rank's loss is its sum over the global batch's
+image count times the world size, so DDP's gradient average is the gradient of the global
+batch mean; BatchNorm runs over the global batch (`sync_bn`, default); the ranks must hold
+the same mask (checked by digest); epoch sums are all-reduced, so every rank returns the same
+metrics; only rank 0 logs and saves checkpoints (every rank resumes from them). See
+dpai/distributed.py for the launcher and tests/test_distributed.py for the equivalence.
 """
 import contextlib
 import math
@@ -21,6 +31,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
@@ -63,6 +74,9 @@ class TrainConfig:
     # after warmup: "multistep" (x gamma at each milestone) | "cosine" (half a cosine from lr
     # to 0 over the remaining epochs, milestones unused): the authors' ViT warmup + cosine
     schedule: str = "multistep"
+    # data-parallel runs only (torchrun, more than one process): BatchNorm normalises with
+    # the statistics of the global batch (true) or of each rank's part (false, DDP's default)
+    sync_bn: bool = True
 
     def __post_init__(self):
         def bad(key, allowed):
@@ -85,7 +99,7 @@ class TrainConfig:
             bad("weight_decay", "must be a number >= 0")
         if not is_real(self.gamma) or not 0 < self.gamma <= 1:
             bad("gamma", "must be a number in (0, 1]")
-        for key in ("nesterov", "amp"):
+        for key in ("nesterov", "amp", "sync_bn"):
             if not isinstance(getattr(self, key), bool):
                 bad(key, "must be true or false")
         if not isinstance(self.compile, bool):
@@ -144,12 +158,21 @@ class NonFiniteLoss(FloatingPointError):
     """The training loss became NaN or infinite."""
 
 
-def _run_epoch(model, batches, device, autocast, channels_last, optimizer=None, step=None):
+def world() -> tuple[int, int]:
+    """(rank, world size) of the initialised torch.distributed process group, else (0, 1)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _run_epoch(model, batches, device, autocast, channels_last, optimizer=None, step=None,
+               world_size=1):
     """One pass; returns (loss sum, correct count, first bad batch, n), sums on the device.
 
     Sums are device tensors so the loop never waits for the device (no .item() per batch);
     `first bad batch` is the 1-based index of the first batch whose loss was not finite (0:
-    none), tracked on the device as well."""
+    none), tracked on the device as well. world_size > 1: the batches are this rank's parts
+    of global batches, n is this rank's count (the caller all-reduces the sums)."""
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
     batch = torch.zeros((), dtype=torch.long, device=device)
@@ -159,7 +182,16 @@ def _run_epoch(model, batches, device, autocast, channels_last, optimizer=None, 
         x, y = _to(x, device, channels_last), _to(y, device, False)
         with autocast:
             out = model(x)
-            loss = F.cross_entropy(out, y)
+            if world_size == 1:
+                loss = F.cross_entropy(out, y)
+            else:
+                # DDP averages the ranks' gradients: sum over the rank's images / global count
+                # * world is the global batch mean (also for a last batch that splits unevenly)
+                local = F.cross_entropy(out, y, reduction="sum")
+                count = torch.full((), y.shape[0], dtype=local.dtype, device=device)
+                if optimizer is not None:
+                    dist.all_reduce(count)  # asynchronous on the device: no host sync
+                loss = local * (world_size / count)
         batch.add_(1)
         first_bad = torch.where((first_bad == 0) & ~torch.isfinite(loss.detach()), batch,
                                 first_bad)
@@ -167,7 +199,10 @@ def _run_epoch(model, batches, device, autocast, channels_last, optimizer=None, 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             step()
-        loss_sum.add_(loss.detach().float(), alpha=y.shape[0])
+        if world_size == 1:
+            loss_sum.add_(loss.detach().float(), alpha=y.shape[0])
+        else:
+            loss_sum.add_(local.detach().float())
         correct.add_((out.detach().argmax(1) == y).sum())
         n += y.shape[0]
     return loss_sum, correct, first_bad, n
@@ -198,21 +233,36 @@ def train(model: nn.Module, mask: Mask | None, train_batches, test_batches, conf
         device = resolve_device(device) if isinstance(device, str) else torch.device(device)
         model.to(device)
     cuda = device.type == "cuda"
+    rank, world_size = world()
+    if world_size > 1 and config.sync_bn:
+        from .distributed import convert_sync_batchnorm
+        model = convert_sync_batchnorm(model, device)  # in place, before the optimizer
     if cuda:
         model.to(memory_format=torch.channels_last)  # faster convs on tensor cores
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cuda and config.amp
                 else contextlib.nullcontext())
-    # train.compile: the step runs through the compiled module (same parameters as `model`)
-    net = compile_module(model) if config.compile else model
 
     weights, masks = [], []
     if mask is not None:
         mask = mask if isinstance(mask, Mask) else Mask(mask)
+        if world_size > 1:
+            from .distributed import share_mask
+            share_mask(mask)  # the same mask on every rank, or an error naming the digests
         mask.apply(model)  # validates layer names and shapes, zeroes the pruned weights
         for name, m in prunable_layers(model).items():
             # float 0/1 masks prepared once, in the weight's dtype, device and memory format
             weights.append(m.weight)
             masks.append(torch.zeros_like(m.weight).copy_(mask[name]))
+
+    # train.compile: the step runs through the compiled module (same parameters as `model`);
+    # data-parallel: through DDP's wrapper (evaluation runs the plain model on each shard)
+    net = model
+    if world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+        net = DistributedDataParallel(model, device_ids=[device] if cuda else None,
+                                      **_buffer_sync(config.sync_bn))
+    net = compile_module(net) if config.compile else net
+    eval_net = net if world_size == 1 else model
 
     if config.optimizer == "adamw":
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
@@ -233,7 +283,7 @@ def train(model: nn.Module, mask: Mask | None, train_batches, test_batches, conf
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"], generators)
         steps, first_epoch, records = state["steps"], state["epoch"], state["records"]
-        if log is not None:
+        if log is not None and rank == 0:
             log(f"resuming from checkpoint {checkpoint.path} at epoch {first_epoch} "
                 f"(of {config.epochs})")
 
@@ -251,19 +301,19 @@ def train(model: nn.Module, mask: Mask | None, train_batches, test_batches, conf
         if on_step is not None:
             on_step(steps)
 
-    emit = (tqdm.write if log is print else log) if log is not None else None
+    emit = (tqdm.write if log is print else log) if log is not None and rank == 0 else None
     start, epoch_seconds, step_seconds = time.perf_counter(), [], []
     # progress=True draws the bar on a terminal only (tqdm: disable=None), never into logs
     bar = tqdm(range(first_epoch, config.epochs), desc="train", unit="epoch",
-               initial=first_epoch, total=config.epochs, disable=None if progress else True)
+               initial=first_epoch, total=config.epochs,
+               disable=None if progress and rank == 0 else True)
     for epoch in bar:
         t0, lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
         steps_before = steps
         model.train()
-        tr_loss, tr_correct, bad, tr_n = _run_epoch(net, train_batches(epoch), device,
-                                                    autocast, cuda, optimizer, step)
-        tr_loss, tr_correct, bad = torch.stack(  # the epoch's one sync
-            [tr_loss.double(), tr_correct.double(), bad.double()]).tolist()
+        tr_loss, tr_correct, bad, tr_n = _epoch_sums(
+            _run_epoch(net, train_batches(epoch), device, autocast, cuda, optimizer, step,
+                       world_size), world_size)
         step_seconds.append(time.perf_counter() - t0)
         if tr_n == 0:
             raise ValueError(f"train_batches({epoch}) yielded no batches")
@@ -277,9 +327,9 @@ def train(model: nn.Module, mask: Mask | None, train_batches, test_batches, conf
         scheduler.step()
         model.eval()
         with torch.inference_mode():
-            te_loss, te_correct, _, te_n = _run_epoch(net, test_batches(), device, autocast,
-                                                      cuda)
-            te_loss, te_correct = te_loss.item(), te_correct.item()
+            te_loss, te_correct, _, te_n = _epoch_sums(
+                _run_epoch(eval_net, test_batches(), device, autocast, cuda,
+                           world_size=world_size), world_size)
         if te_n == 0:
             raise ValueError("test_batches() yielded no batches")
         rec = {"epoch": epoch, "lr": lr,
@@ -287,7 +337,8 @@ def train(model: nn.Module, mask: Mask | None, train_batches, test_batches, conf
                "test_loss": te_loss / te_n, "test_acc": 100.0 * te_correct / te_n}
         records.append(rec)
         epoch_seconds.append(time.perf_counter() - t0)
-        if checkpoint is not None and checkpoint.due(epoch + 1) and epoch + 1 < config.epochs:
+        if (checkpoint is not None and rank == 0 and checkpoint.due(epoch + 1)
+                and epoch + 1 < config.epochs):
             checkpoint.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                              "scheduler": scheduler.state_dict(), "rng": rng_state(generators),
                              "steps": steps, "epoch": epoch + 1, "records": records})
@@ -308,9 +359,39 @@ def train(model: nn.Module, mask: Mask | None, train_batches, test_batches, conf
                        "resumed_at_epoch": first_epoch}}
 
 
+def _buffer_sync(sync_bn: bool) -> dict:
+    """DDP's keyword for buffer broadcasts: with synchronised BatchNorm every rank's running
+    statistics are already the global ones, so none at each forward; without, rank 0's (DDP's
+    default). torch 2.14 renamed broadcast_buffers to forward_sync_buffers."""
+    if not sync_bn:
+        return {}
+    import inspect
+    from torch.nn.parallel import DistributedDataParallel
+    key = ("forward_sync_buffers"
+           if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+           else "broadcast_buffers")
+    return {key: False}
+
+
+def _epoch_sums(sums, world_size):
+    """(loss sum, correct, first bad batch, n) of an epoch as Python numbers, over all ranks:
+    the epoch's one host-device sync (and, data-parallel, its one all-reduce)."""
+    loss, correct, bad, n = sums
+    stacked = torch.stack([loss.double(), correct.double(), bad.double(),
+                           torch.tensor(float(n), dtype=torch.float64, device=loss.device)])
+    if world_size > 1:
+        # a bad batch on any rank stops every rank (the index reported is the largest)
+        bad_any = stacked[2:3].clone()
+        dist.all_reduce(stacked)
+        dist.all_reduce(bad_any, op=dist.ReduceOp.MAX)
+        stacked[2:3] = bad_any
+    loss, correct, bad, n = stacked.tolist()
+    return loss, correct, bad, int(n)
+
+
 def first_epoch_saved(checkpoint) -> int | None:
     state = checkpoint.load()
     return None if state is None else state["epoch"]
 
 
-__all__ = ["TrainConfig", "NonFiniteLoss", "train"]
+__all__ = ["TrainConfig", "NonFiniteLoss", "train", "world"]

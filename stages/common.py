@@ -46,15 +46,19 @@ def start(path: str = "params.yaml") -> dict:
     except (OSError, yaml.YAMLError, ValueError) as exc:
         fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     os.environ["DPAI_TMPDIR"] = str(TMP.resolve())
-    clean_stale(TMP, CHECKPOINTS, *OUTPUT_FOLDERS)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, only rank 0 writes (or cleans)
+        clean_stale(TMP, CHECKPOINTS, *OUTPUT_FOLDERS)
     set_threads()
     return params
 
 
 def set_threads() -> int:
-    """All cores by default; DPAI_THREADS caps it when several stages run side by side
-    (the result depends on the thread count: see README, Determinism)."""
-    threads = int(os.environ.get("DPAI_THREADS", "0")) or os.cpu_count() or 1
+    """All cores by default, shared among torchrun's processes on this machine; DPAI_THREADS
+    caps it when several stages run side by side (the result depends on the thread count:
+    see README, Determinism)."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    threads = (int(os.environ.get("DPAI_THREADS", "0"))
+               or max(1, (os.cpu_count() or 1) // max(1, local)))
     torch.set_num_threads(threads)
     return threads
 

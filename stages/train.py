@@ -8,6 +8,11 @@ authors' code; with mask.transform=shuffle, the usual sanity checks). A checkpoi
 every DPAI_CHECKPOINT_EVERY epochs (default 1; 0: never) under checkpoints/, and a rerun
 after a kill resumes from it. A non-finite loss stops the run (exit 1), writes no result and
 keeps the last good checkpoint.
+
+Data-parallel: `torchrun --nproc_per_node N stages/train.py METHOD SPARSITY SEED` (or several
+machines, torchrun's --nnodes) trains the same item with DDP (dpai.distributed): the global
+batch is train.batch_size, `train.sync_bn` synchronises BatchNorm, rank 0 writes the run file
+and the checkpoints. The run file records the world size.
 """
 import sys
 
@@ -15,6 +20,7 @@ import torch
 
 import common
 import dpai
+import dpai.distributed
 from dpai.io import write_json
 
 # fresh inits come from another seed stream than the init the mask was computed on
@@ -29,6 +35,9 @@ def main(argv: list[str]) -> None:
     device = common.device(train.pop("device"))
     init = train.pop("init")
     config = dpai.TrainConfig.from_dict(train)
+    world = dpai.distributed.world_size()
+    if world > 1:
+        _, _, device = dpai.distributed.setup(device=device.type)
     meta = common.data_meta(params)
     mask_file = common.mask_path(name)
     mask = dpai.Mask.load(mask_file)
@@ -40,20 +49,26 @@ def main(argv: list[str]) -> None:
     ckpt = common.checkpoint(
         "train", name, {"mask": common.file_digest(mask_file), "data": common.data_digest(meta),
                         "model": params["model"], "train": params["train"], "init": init,
-                        "device": device.type},
+                        "device": device.type, "world_size": world},
         every=common.env_int("DPAI_CHECKPOINT_EVERY", 1))
     try:
-        result = dpai.train(
-            model, mask,
-            lambda epoch: data.train_batches(config.batch_size, generator=generator,
-                                             device=device),
-            lambda: data.test_batches(config.batch_size, device=device),
-            config, device=device, checkpoint=ckpt, generators=[generator])
+        if world > 1:
+            result = dpai.distributed.train_ddp(model, mask, data, config, seed=seed,
+                                                checkpoint=ckpt, device=device)
+        else:
+            result = dpai.train(
+                model, mask,
+                lambda epoch: data.train_batches(config.batch_size, generator=generator,
+                                                 device=device),
+                lambda: data.test_batches(config.batch_size, device=device),
+                config, device=device, checkpoint=ckpt, generators=[generator])
     except dpai.NonFiniteLoss as exc:
         common.fail(f"{name}: {exc}", status=1)
+    if not dpai.distributed.is_main():
+        return  # rank 0 writes the run file
     timing = {"seconds": (timing := result.pop("timing"))["train_seconds"], **timing}
     environment = {"torch": torch.__version__, "device": str(device),
-                   "threads": torch.get_num_threads(),
+                   "threads": torch.get_num_threads(), "world_size": world,
                    "deterministic": torch.are_deterministic_algorithms_enabled()}
     run = {"method": method, "seed": seed, "sparsity": sparsity, "density": mask.density,
            "init": init, "init_seed": init_seed, "dataset": meta["dataset"],

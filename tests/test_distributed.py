@@ -3,8 +3,10 @@
 In float64, so that the comparison tests the method (sharding, loss scaling, synchronised
 BatchNorm, masking) and not float32's chaotic growth of rounding differences (see
 tests/test_fused.py): observed differences ~1e-15, asserted 1e-9."""
+import json
 import os
 import socket
+import sys
 
 import pytest
 import torch
@@ -13,6 +15,7 @@ import torch.multiprocessing as mp
 import dpai
 from dpai.data import Data
 from dpai.train import TrainConfig, train
+from pipeline_repo import DVC, make_repo, run
 
 torch.set_num_threads(1)
 TOL = 1e-9
@@ -35,7 +38,25 @@ def setup_run():
     return model, mask
 
 
-def _worker(rank, world, port, out):
+class Interrupted(Exception):
+    pass
+
+
+def stop_at_epoch(data, epoch):
+    """`data` whose train_batches raises at the start of epoch `epoch` (a killed run)."""
+    calls = {"n": 0}
+    batches = data.train_batches
+
+    def train_batches(*args, **kwargs):
+        if calls["n"] == epoch:
+            raise Interrupted
+        calls["n"] += 1
+        return batches(*args, **kwargs)
+    data.train_batches = train_batches
+    return data
+
+
+def _worker(rank, world, port, out, cfg=CFG, checkpoint_dir=None):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
@@ -43,8 +64,18 @@ def _worker(rank, world, port, out):
     r, w, device = distributed.setup(device="cpu")
     try:
         model, mask = setup_run()
-        result = distributed.train_ddp(model, mask, tiny_data(), TrainConfig(**CFG), seed=5,
-                                       log=None)
+        ckpt = (dpai.Checkpoint(checkpoint_dir, "ddp", {"run": 1}, every=1)
+                if checkpoint_dir else None)
+        if ckpt is not None and not ckpt.path.exists():  # the first attempt is killed
+            try:
+                distributed.train_ddp(model, mask, stop_at_epoch(tiny_data(), 1),
+                                      TrainConfig(**cfg), seed=5, log=None, checkpoint=ckpt)
+            except Interrupted:
+                pass
+            torch.distributed.barrier()  # rank 0 has written the checkpoint
+            model, mask = setup_run()
+        result = distributed.train_ddp(model, mask, tiny_data(), TrainConfig(**cfg), seed=5,
+                                       log=None, checkpoint=ckpt)
         torch.save({"state": model.state_dict(), "result": result,
                     "nonzero": distributed.pruned_nonzero(model, mask),
                     "digest": distributed.mask_digest(mask)}, f"{out}/rank{r}.pt")
@@ -58,8 +89,15 @@ def free_port():
         return s.getsockname()[1]
 
 
-def test_ddp_two_ranks_equal_single_process(tmp_path):
-    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+ADAMW = dict(CFG, epochs=3, lr=1e-3, weight_decay=0.05, optimizer="adamw", warmup_epochs=1,
+             schedule="cosine")
+
+
+@pytest.mark.parametrize("cfg,resumed", [(CFG, False), (ADAMW, True)],
+                         ids=["sgd-multistep", "adamw-warmup-cosine-killed-and-resumed"])
+def test_ddp_two_ranks_equal_single_process(tmp_path, cfg, resumed):
+    ckpt_dir = str(tmp_path / "checkpoints") if resumed else None
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path), cfg, ckpt_dir), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
 
     data = tiny_data()
@@ -68,11 +106,14 @@ def test_ddp_two_ranks_equal_single_process(tmp_path):
     single = train(model, mask,
                    lambda e: ((x.double(), y) for x, y in data.train_batches(24, generator=g)),
                    lambda: ((x.double(), y) for x, y in data.test_batches(24)),
-                   TrainConfig(**CFG), progress=False, log=None)
+                   TrainConfig(**cfg), progress=False, log=None)
     ref = model.state_dict()
     for r, got in enumerate(ranks):
         assert got["nonzero"] == 0, f"rank {r}: pruned weights nonzero"
-        assert got["result"]["steps"] == single["steps"] == 8
+        assert got["result"]["steps"] == single["steps"] == 4 * cfg["epochs"]
+        assert got["result"]["world_size"] == 2
+        if resumed:
+            assert got["result"]["timing"]["resumed_at_epoch"] == 1
         for name, t in ref.items():
             key = name  # SyncBatchNorm2d keeps BatchNorm2d's parameter and buffer names
             if t.is_floating_point():
@@ -80,7 +121,31 @@ def test_ddp_two_ranks_equal_single_process(tmp_path):
                                            msg=lambda m: f"rank {r} {name}: {m}")
             else:
                 assert torch.equal(got["state"][key], t), name
+        assert len(got["result"]["epochs"]) == len(single["epochs"])
         for a, b in zip(single["epochs"], got["result"]["epochs"]):
+            assert set(a) == set(b), "the records are dpai.train's (no wall-clock values)"
             for key in ("train_loss", "test_loss", "train_acc", "test_acc", "lr"):
                 assert b[key] == pytest.approx(a[key], rel=1e-6), (r, key)  # fp32 sums
     assert ranks[0]["digest"] == ranks[1]["digest"]
+
+
+def test_train_stage_under_torchrun(tmp_path):
+    """`torchrun --nproc_per_node 2 stages/train.py ...` writes one run file (rank 0), records
+    the world size, keeps no checkpoint and follows the one-process stage. Loosely: in float32
+    the first epoch's loss already moves by 0.1 % with the thread count alone (2.3019 with 1
+    thread, 2.2993 with 2; 0.2 % between DDP and one process), so the exact equivalence is
+    the float64 test above; here the wiring."""
+    repo = make_repo(tmp_path / "repo", "preset=tiny", "methods=[random_erk]")
+    item = "random_erk-0.99-0"
+    run(f"{DVC} repro mask@{item}", repo)
+    run(f"{sys.executable} -m torch.distributed.run --nproc_per_node 2 --master_port "
+        f"{free_port()} stages/train.py random_erk 0.99 0", repo)
+    ddp = json.loads((repo / f"runs/{item}.json").read_text())
+    run(f"{sys.executable} stages/train.py random_erk 0.99 0", repo)
+    one = json.loads((repo / f"runs/{item}.json").read_text())
+    assert (ddp["environment"]["world_size"], one["environment"]["world_size"]) == (2, 1)
+    assert ddp["config"]["sync_bn"] is True and ddp["steps"] == one["steps"]
+    for a, b in zip(one["epochs"], ddp["epochs"]):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=2e-2)
+        assert b["test_loss"] == pytest.approx(a["test_loss"], rel=2e-2)
+    assert not list((repo / "checkpoints").glob("*.pt")), "the finished run keeps no checkpoint"

@@ -130,3 +130,16 @@ def test_shards_partition_each_global_batch():
         assert torch.equal(torch.cat([p[k] for p in parts]), y)
     with pytest.raises(ValueError, match="shard"):
         next(data.train_batches(32, generator=torch.Generator(), shard=(3, 3)))
+
+
+def test_test_shards_partition_the_split():
+    data = position_data(100, 1, False)
+    data.test_y = torch.arange(len(data.test_y))
+    whole = torch.cat([y for _, y in data.test_batches(4)])
+    parts = [[y for _, y in data.test_batches(4, shard=(r, 3))] for r in range(3)]
+    assert [len(y) for y in parts[0]] == [4, 2]  # 16 images: ranks hold 6, 5, 5
+    assert torch.equal(torch.cat([y for p in parts for y in p]), whole)
+    assert [sum(len(y) for y in p) for p in parts] == [len(t) for t in
+                                                       torch.tensor_split(whole, 3)]
+    with pytest.raises(ValueError, match="shard"):
+        next(data.test_batches(4, shard=(0, 0)))

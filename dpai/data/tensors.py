@@ -255,10 +255,18 @@ class Data:
             yield (self.normalize(xb.to(device, non_blocking=True)),
                    yb.to(device, non_blocking=True))
 
-    def test_batches(self, batch_size: int, device=None):
-        """The test split in order, normalised, no augmentation; last partial batch kept."""
+    def test_batches(self, batch_size: int, device=None, shard=None):
+        """The test split in order, normalised, no augmentation; last partial batch kept.
+        shard=(rank, world_size): this rank's contiguous part (torch.tensor_split) of the
+        split, in batches of `batch_size` (data-parallel evaluation: the ranks' sums add up
+        to the whole split)."""
         check_batch_size(batch_size)
+        shard = check_shard(shard)
         x, y = self._tensors(device)[2:]
+        if shard is not None:
+            part = torch.tensor_split(torch.arange(len(y)), shard[1])[shard[0]]
+            x, y = (x[int(part[0]):int(part[-1]) + 1], y[int(part[0]):int(part[-1]) + 1]
+                    ) if len(part) else (x[:0], y[:0])
         return ((self.normalize(x[i:i + batch_size]), y[i:i + batch_size])
                 for i in range(0, len(y), batch_size))
 
