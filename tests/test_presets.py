@@ -1,5 +1,6 @@
 """Every preset composes (as `dvc exp run -S preset=NAME` does) into valid params, and
 `-S sparsity=...` changes nothing else, so only mask, train and report rerun."""
+import ast
 import subprocess
 from pathlib import Path
 
@@ -106,3 +107,49 @@ def test_paper_hyperparameters(tmp_path, preset, values):
     assert p["mask"]["dpai"] == {"alpha": 0.99, "beta": 0.5, "lr": 0.005, "steps": 3000,
                                  "optimizer": "adam", "budget": "erk", "compile": False}
     assert p["train"]["init"] == "same"
+
+
+def _dpai_imports(path: Path) -> set:
+    """dpai modules (files) that `path` imports, at any depth of its code (lazy imports too);
+    the top-level package's re-exports (`import dpai`) are not followed."""
+    package = list(path.relative_to(ROOT).with_suffix("").parts)[:-1]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            mods = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = (package[:len(package) - node.level + 1] if node.level else [])
+            mod = ".".join(base + ([node.module] if node.module else []))
+            mods = [mod] + [f"{mod}.{a.name}" for a in node.names]
+        else:
+            continue
+        for mod in mods:
+            if not mod.startswith("dpai.") or mod == "dpai":
+                continue
+            target = ROOT / Path(*mod.split("."))
+            for f in (target / "__init__.py", target.with_suffix(".py")):
+                if f.is_file():
+                    found.add(f)
+    return found
+
+
+@pytest.mark.parametrize("stage", ["mask", "train"])
+def test_stage_deps_cover_the_code_they_run(stage):
+    """A change in any module the stage's dpai code imports reruns the stage: the dpai files
+    and folders in its deps are closed under imports (dpai/config.py, which validates every
+    section of params.yaml, is not followed)."""
+    deps = [d for d in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]["deps"]
+            if d.startswith("dpai")]
+
+    def covered(f):
+        rel = f.relative_to(ROOT).as_posix()
+        return any(rel == d or rel.startswith(d.rstrip("/") + "/") for d in deps)
+    todo = [f for d in deps for f in ((ROOT / d).rglob("*.py") if (ROOT / d).is_dir()
+                                     else [ROOT / d]) if f.name != "config.py"]
+    seen = set(todo)
+    while todo:
+        for f in _dpai_imports(todo.pop()) - seen:
+            seen.add(f)
+            if f.name != "config.py":
+                todo.append(f)
+    assert sorted(f.relative_to(ROOT).as_posix() for f in seen if not covered(f)) == []
