@@ -637,11 +637,24 @@ def exact_paths(model: nn.Module, mask: Mask, network: PathNetwork | None = None
     if total <= 0:
         effective = {n: torch.zeros_like(m, dtype=torch.bool) for n, m in mask.items()}
         return -math.inf, effective
+    # The backward pass counts the paths from each unit to the output, also from units no
+    # input path reaches; in deep concatenating nets (densenet169) those counts overflow
+    # float64, and 0 x inf = NaN then spreads to every weight. Seeding the backward with
+    # 2^-(1000 - input scale) keeps them finite while a weight on a path (>= 1 path, times
+    # both scales >= 2^-1000) keeps a positive gradient.
+    seed = torch.full_like(total, 2.0 ** -(1000 + log2_scale))
     with no_tf32():
         # allow_unused: a layer no path reaches (an SE block's convs, an auxiliary classifier,
         # a position-bias MLP) is not in the graph; it has no effective weight
-        grads = torch.autograd.grad(total, [masks[n] for n in network.names], allow_unused=True)
+        grads = torch.autograd.grad(total, [masks[n] for n in network.names],
+                                    grad_outputs=seed, allow_unused=True)
     grads = [torch.zeros_like(masks[n]) if g is None else g for n, g in zip(network.names, grads)]
+    nan = torch.stack([torch.isnan(g).any() for g in grads]).tolist()  # one sync
+    undefined = [n for n, bad in zip(network.names, nan) if bad]
+    if undefined:
+        raise ValueError(f"effective weights undefined: path counts exceed float64 even with "
+                         f"scaled passes (NaN gradients in {undefined[:3]}"
+                         f"{' ...' if len(undefined) > 3 else ''})")
     effective = {n: (g > 0) & mask[n].to(g.device) for n, g in zip(network.names, grads)}
     return float(torch.log(total.detach())) - log2_scale * math.log(2), effective
 

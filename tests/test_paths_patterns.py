@@ -328,3 +328,36 @@ def test_unit_graph_follows_concatenation_shuffle_and_gates():
     g = unit_graph(ClassTokenAttention())
     rows = {name: r for name, r in g.rows.items() if r}
     assert rows and all(r == 2 * g.units_out[name] for name, r in rows.items())  # v rows
+
+
+class DeadDeepBranch(nn.Module):
+    """A short live path next to a 176-layer branch cut off from the input (its first layer
+    fully pruned): 64^175 > 2^1023 paths lead from that branch to the output, more than
+    float64 holds, while the live count is small."""
+    input_shape = (4,)
+    depth = 176
+
+    def __init__(self):
+        super().__init__()
+        self.inp = nn.Linear(4, 8)
+        self.short = nn.Linear(8, 10)
+        self.branch = nn.Sequential(nn.Linear(8, 64),
+                                    *[nn.Linear(64, 64) for _ in range(self.depth - 2)],
+                                    nn.Linear(64, 10))
+
+    def forward(self, x):
+        h = torch.relu(self.inp(x))
+        return self.short(h) + self.branch(h)
+
+
+def test_effective_weights_survive_counts_beyond_float64_on_dead_units():
+    """Backward counts from the dead branch's units overflow float64; through the pruned
+    first layer's zeros (0 x inf = NaN) they used to poison the live units, whose weights then
+    counted as not effective (densenet169 with PHEW: 26,417 kept kernels lost)."""
+    model = DeadDeepBranch()
+    mask = dpai.Mask.ones(model)
+    mask["branch.0"].zero_()
+    log_paths, effective = exact_paths(model, mask)
+    assert log_paths == pytest.approx(math.log(4 * 8 * 10), abs=1e-9)
+    assert effective["inp"].all() and effective["short"].all()
+    assert not any(effective[n].any() for n in effective if n.startswith("branch"))
