@@ -238,6 +238,7 @@ class PathNetwork:
         self.masks: dict = {}
         self.log_scales: list = []
         self.pre_hooks: dict = {}
+        self.normalise_exact = False
 
     # -- static analysis: which nodes carry paths -------------------------------------------
     def _is_gate(self, node, memo) -> bool:
@@ -369,6 +370,9 @@ class PathNetwork:
 
     def _normalise(self, x):
         if self.mode != "reference":
+            if self.normalise_exact:  # exact_paths' support count: see there
+                top = x.detach().amax()
+                return x / torch.where(top > 0, top, torch.ones_like(top))
             return x
         top = x.amax()
         # An all-zero input (a layer cut off by extreme sparsity; its residual sum may still
@@ -642,7 +646,29 @@ def exact_paths(model: nn.Module, mask: Mask, network: PathNetwork | None = None
     # float64, and 0 x inf = NaN then spreads to every weight. Seeding the backward with
     # 2^-(1000 - input scale) keeps them finite while a weight on a path (>= 1 path, times
     # both scales >= 2^-1000) keeps a positive gradient.
-    seed = torch.full_like(total, 2.0 ** -(1000 + log2_scale))
+    grads, undefined = _path_gradients(
+        network, masks, total, torch.full_like(total, 2.0 ** -(1000 + log2_scale)))
+    if undefined:
+        # Still beyond float64 (dense densenet169 at 32x32: 2^1149 paths): a weighted count whose
+        # every weight is positive has the same support, so count again with each masked
+        # layer's input divided by its (constant) maximum, which bounds every value.
+        network.normalise_exact = True
+        try:
+            weighted = network(masks)
+        finally:
+            network.normalise_exact = False
+        grads, undefined = _path_gradients(network, masks, weighted, torch.ones_like(weighted))
+    if undefined:
+        raise ValueError(f"effective weights undefined: path counts exceed float64 even with "
+                         f"scaled passes (NaN gradients in {undefined[:3]}"
+                         f"{' ...' if len(undefined) > 3 else ''})")
+    effective = {n: (g > 0) & mask[n].to(g.device) for n, g in zip(network.names, grads)}
+    return float(torch.log(total.detach())) - log2_scale * math.log(2), effective
+
+
+def _path_gradients(network, masks, total, seed):
+    """d total / d mask for every layer (zeros where no path reaches it) and the layers whose
+    gradient holds a NaN."""
     with no_tf32():
         # allow_unused: a layer no path reaches (an SE block's convs, an auxiliary classifier,
         # a position-bias MLP) is not in the graph; it has no effective weight
@@ -650,13 +676,7 @@ def exact_paths(model: nn.Module, mask: Mask, network: PathNetwork | None = None
                                     grad_outputs=seed, allow_unused=True)
     grads = [torch.zeros_like(masks[n]) if g is None else g for n, g in zip(network.names, grads)]
     nan = torch.stack([torch.isnan(g).any() for g in grads]).tolist()  # one sync
-    undefined = [n for n, bad in zip(network.names, nan) if bad]
-    if undefined:
-        raise ValueError(f"effective weights undefined: path counts exceed float64 even with "
-                         f"scaled passes (NaN gradients in {undefined[:3]}"
-                         f"{' ...' if len(undefined) > 3 else ''})")
-    effective = {n: (g > 0) & mask[n].to(g.device) for n, g in zip(network.names, grads)}
-    return float(torch.log(total.detach())) - log2_scale * math.log(2), effective
+    return grads, [n for n, bad in zip(network.names, nan) if bad]
 
 
 @torch.no_grad()

@@ -361,3 +361,31 @@ def test_effective_weights_survive_counts_beyond_float64_on_dead_units():
     assert log_paths == pytest.approx(math.log(4 * 8 * 10), abs=1e-9)
     assert effective["inp"].all() and effective["short"].all()
     assert not any(effective[n].any() for n in effective if n.startswith("branch"))
+
+
+class DeepChain(nn.Module):
+    """190 dense 64-wide linear layers: 64^191 = 2^1140 paths, beyond float64 forward and, with
+    one pruned weight near the input, NaN in the scaled backward (0 x inf): the support count
+    (each layer's input divided by its maximum) takes over."""
+    input_shape = (64,)
+    depth = 190
+
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.Sequential(*[nn.Linear(64, 64) for _ in range(self.depth)])
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+def test_counts_beyond_float64_keep_exact_log_and_every_effective_weight():
+    model = DeepChain()
+    mask = dpai.Mask.ones(model)
+    mask["layers.1"][0, 0] = False  # near the input, where the backward counts overflow
+    counts = [1] * 64  # paths from the input to each unit, exactly, in Python integers
+    for i in range(model.depth):
+        m = mask[f"layers.{i}"].tolist()
+        counts = [sum(c for c, keep in zip(counts, row) if keep) for row in m]
+    log_paths, effective = exact_paths(model, mask)
+    assert log_paths == pytest.approx(math.log(sum(counts)), rel=1e-12)
+    assert all(torch.equal(effective[n], mask[n]) for n in mask)
