@@ -1,4 +1,6 @@
 """Baseline pruners: magnitude, snip, iter_snip, grasp, synflow."""
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -156,6 +158,26 @@ def test_selection_refuses_nan_scores():
     scores = torch.tensor([1.0, float("nan"), 0.5, 2.0])
     with pytest.raises(ValueError, match="1 of 4 scores are NaN"):
         topk_mask(scores, 2, torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("density", [0.02, 0.3, 0.5, 0.95, 0.999])
+def test_selection_keeps_the_k_largest(density):
+    """The exact top-k, on both sides of n/2 (k > n/2 selects the n - k + 1 smallest) and on
+    the chunked CPU path: what a full sort keeps, ties at the threshold broken to the count,
+    -inf (a pruned weight) never kept while a finite score is left."""
+    from dpai.pruners.select import CHUNKED_MIN, kth_largest, topk_mask
+    g = torch.Generator().manual_seed(0)
+    n = 3 * CHUNKED_MIN + 7  # not a multiple of the chunk count: padded rows
+    scores = torch.randint(0, 5000, (n,), generator=g).double()  # many ties
+    scores[torch.randperm(n, generator=g)[: n // 50]] = -math.inf
+    k = round(n * density)
+    ranked = scores.sort(descending=True).values
+    assert kth_largest(scores, k) == ranked[k - 1]
+    keep = topk_mask(scores, k, torch.Generator().manual_seed(1))
+    assert int(keep.sum()) == k
+    assert bool((scores[keep] >= ranked[k - 1]).all())
+    assert bool((scores[~keep] <= ranked[k - 1]).all())
+    assert torch.equal(keep, topk_mask(scores, k, torch.Generator().manual_seed(1)))
 
 
 def test_iter_snip_one_round_is_snip(data):

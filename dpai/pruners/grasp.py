@@ -78,7 +78,7 @@ def grasp_scores(work, batches, temperature: float = 200.0) -> dict[str, torch.T
                       f"{sum(bad.values())} weights ({bad}); they score 0", RuntimeWarning,
                       stacklevel=3)
         hg = {n: torch.nan_to_num(h, nan=0.0, posinf=0.0, neginf=0.0) for n, h in hg.items()}
-    return {n: (ws[n] * h).detach() for n, h in hg.items()}
+    return {n: h.mul_(ws[n].detach()) for n, h in hg.items()}  # in Hg's own memory
 
 
 @register("grasp", needs_data=True, rules={

@@ -111,21 +111,24 @@ def exponential_counts(model: nn.Module, sparsity: float, rounds: int) -> list[i
 def iterative_masks(work: nn.Module, counts: list[int], score_fn, generator: torch.Generator):
     """Yield the global mask after each round, round t keeping counts[t] weights.
 
-    Before each round the pruned weights of `work` are held at zero (W0 * mask), `score_fn(work)`
-    gives a score per weight, and the next mask is the top-d_t among the still-alive weights:
+    Before each round the pruned weights of `work` are set to zero (the others keep their
+    initial values: scoring never changes a weight, and a pruned weight stays pruned, so no
+    copy of the initial weights is needed), `score_fn(work)` gives a score per weight (fresh
+    tensors, overwritten here), and the next mask is the top-d_t among the still-alive weights:
     pruned weights get -inf so that an alive weight scoring exactly 0 (a dead unit) can never
     tie with, and lose its place to, a pruned one. A pruned weight therefore never comes back.
     """
     layers = prunable_layers(work)
-    init = {n: m.weight.detach().clone() for n, m in layers.items()}
-    mask = {n: torch.ones_like(w, dtype=torch.bool) for n, w in init.items()}
+    mask = {n: torch.ones_like(m.weight, dtype=torch.bool) for n, m in layers.items()}
     for k in counts:
         with torch.no_grad():
             for n, m in layers.items():
-                m.weight.copy_(init[n] * mask[n])
+                m.weight.masked_fill_(~mask[n], 0)
         scores = score_fn(work)
-        scores = {n: s.detach().masked_fill(~mask[n], -math.inf) for n, s in scores.items()}
+        for n, s in scores.items():
+            s.detach().masked_fill_(~mask[n], -math.inf)
         mask = global_topk(scores, k, generator)
+        del scores
         yield mask
 
 

@@ -43,6 +43,44 @@ def topk_indices(values: torch.Tensor, k: int) -> torch.Tensor:
     return (rows.indices + offsets).flatten()[best.indices]
 
 
+def kth_largest(flat: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th largest entry of a 1-D tensor (1 <= k <= n), by selection, not a full sort.
+
+    Only the value is needed (the mask is then `> it`, plus ties), so any exact selection gives
+    the same mask; this one is chosen for memory, which limits the largest models (SynFlow's
+    float64 scores of a 300 M-weight ViT). CPU torch.topk holds a (value, index) pair per entry
+    of the rows it selects from and returns k of each (for k = 95 % of n, about 37 bytes per
+    entry with the chunked candidates). Here the smaller side is selected (for k > n/2 the
+    n - k + 1 smallest), and:
+    - when that side is at most n/16: the CHUNKS rows' top-m in parallel, then the j-th of
+      those candidates (exact unless a row's m-th reaches it; then as below): ~2 bytes/entry;
+    - otherwise torch.kthvalue (a quickselect on one (value, index) copy): 16 bytes per
+      float64 entry, and its time does not grow with ties (numpy's partition took 10 s on
+      87 M scores a third of which were -inf, kthvalue 1.8 s).
+    """
+    n = flat.numel()
+    largest = k <= n - k + 1
+    j = k if largest else n - k + 1
+    if flat.device.type != "cpu" or n < CHUNKED_MIN:
+        kth = torch.topk(flat, j, largest=largest, sorted=False).values
+        return kth.min() if largest else kth.max()
+    if j <= n // 16:
+        width = n // CHUNKS
+        per_row = j // CHUNKS
+        m = per_row + 4 * math.isqrt(per_row) + 16  # expected share + 4 standard deviations
+        rows = torch.topk(flat[:width * CHUNKS].view(CHUNKS, width), m, dim=1,
+                          largest=largest, sorted=False).values
+        candidates = torch.cat([rows.flatten(), flat[width * CHUNKS:]])
+        kth = torch.topk(candidates, j, largest=largest, sorted=False).values
+        value = kth.min() if largest else kth.max()
+        # exact when every row's m-th entry lies strictly beyond the value: then every entry
+        # at least as extreme as it is a candidate
+        reached = (rows.amin(1) >= value) if largest else (rows.amax(1) <= value)
+        if not bool(reached.any()):
+            return value
+    return torch.kthvalue(flat, n - k + 1).values
+
+
 def topk_mask(scores: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
     """Bool tensor of `scores`' shape with exactly `k` True entries at the largest scores."""
     flat = scores.detach().flatten()
@@ -56,8 +94,7 @@ def topk_mask(scores: torch.Tensor, k: int, generator: torch.Generator) -> torch
         # would keep nothing)
         raise ValueError(f"select: {int(torch.isnan(flat).sum())} of {n} scores are NaN; an "
                          f"exact top-{k} needs comparable scores")
-    # a selection, not a full sort
-    threshold = flat[topk_indices(flat, k)].min()
+    threshold = kth_largest(flat, k)
     keep = flat > threshold
     need = k - int(keep.sum())
     if need > 0:
@@ -71,7 +108,8 @@ def global_topk(scores: dict[str, torch.Tensor], k: int,
                 generator: torch.Generator) -> dict[str, torch.Tensor]:
     """Keep the `k` largest scores over all layers together."""
     names = list(scores)
-    flat = torch.cat([scores[n].detach().flatten().to(torch.float64) for n in names])
+    # one vector in the scores' common dtype (torch.cat promotes): the order is the scores'
+    flat = torch.cat([scores[n].detach().flatten() for n in names])
     keep = topk_mask(flat, k, generator)
     out, start = {}, 0
     for n in names:

@@ -19,7 +19,8 @@ from .select import global_topk
 def snip_scores(work, batches) -> dict[str, torch.Tensor]:
     """|dL/dW * W| for every prunable weight of `work` (the weights as they are now)."""
     ws = weights(work)
-    return {n: (g * ws[n]).detach().abs() for n, g in loss_grads(work, batches).items()}
+    # in the gradients' own memory (fresh tensors from autograd, summed in loss_grads)
+    return {n: g.mul_(ws[n].detach()).abs_() for n, g in loss_grads(work, batches).items()}
 
 
 @register("snip", needs_data=True,

@@ -20,7 +20,8 @@ def synflow_scores(work) -> dict[str, torch.Tensor]:
     ones = torch.ones((1, *input_shape(work)), dtype=torch.float64, device=model_device(work))
     r = work(ones).sum()
     grads = torch.autograd.grad(r, list(ws.values()))
-    return {n: (g * ws[n]).detach().abs() for n, g in zip(ws, grads)}
+    # |g * W| in the gradients' own memory: the model's size is large enough already (float64)
+    return {n: g.mul_(ws[n].detach()).abs_() for n, g in zip(ws, grads)}
 
 
 def synflow_masks(model, sparsity, *, seed, rounds: int = 100):
