@@ -162,12 +162,13 @@ def test_selection_refuses_nan_scores():
 
 @pytest.mark.parametrize("density", [0.02, 0.3, 0.5, 0.95, 0.999])
 def test_selection_keeps_the_k_largest(density):
-    """The exact top-k, on both sides of n/2 (k > n/2 selects the n - k + 1 smallest) and on
-    the chunked CPU path: what a full sort keeps, ties at the threshold broken to the count,
-    -inf (a pruned weight) never kept while a finite score is left."""
+    """The exact top-k against a full sort, ties at the threshold broken to the count, -inf (a
+    pruned weight) never kept while a finite score is left. The densities reach every path of
+    kth_largest: chunked largest side (0.02), chunked smallest side (0.95), chunked then the
+    fallback (0.999: the smallest side is all -inf ties), torch.kthvalue (0.3, 0.5)."""
     from dpai.pruners.select import CHUNKED_MIN, kth_largest, topk_mask
     g = torch.Generator().manual_seed(0)
-    n = 3 * CHUNKED_MIN + 7  # not a multiple of the chunk count: padded rows
+    n = 3 * CHUNKED_MIN + 7  # not a multiple of the chunk count: a tail past the rows
     scores = torch.randint(0, 5000, (n,), generator=g).double()  # many ties
     scores[torch.randperm(n, generator=g)[: n // 50]] = -math.inf
     k = round(n * density)
