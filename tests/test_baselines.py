@@ -160,25 +160,60 @@ def test_selection_refuses_nan_scores():
         topk_mask(scores, 2, torch.Generator().manual_seed(0))
 
 
-@pytest.mark.parametrize("density", [0.02, 0.3, 0.5, 0.95, 0.999])
+@pytest.mark.parametrize("density", [0.02, 0.3, 0.5, 0.95, 0.985, 0.999])
 def test_selection_keeps_the_k_largest(density):
     """The exact top-k against a full sort, ties at the threshold broken to the count, -inf (a
-    pruned weight) never kept while a finite score is left. The densities reach every path of
-    kth_largest: chunked largest side (0.02), chunked smallest side (0.95), chunked then the
-    fallback (0.999: the smallest side is all -inf ties), torch.kthvalue (0.3, 0.5)."""
+    pruned weight) never kept while a finite score is left, on an input large enough for
+    kth_largest's sampled bracket. The densities reach its outcomes: the value strictly inside
+    the bracket (0.02, 0.3, 0.5, 0.95), a tie at its lower bound (0.985: -inf, with finite
+    scores above it in the bracket) and at its upper bound (0.999: the bracket is all -inf)."""
     from dpai.pruners.select import CHUNKED_MIN, kth_largest, topk_mask
     g = torch.Generator().manual_seed(0)
-    n = 3 * CHUNKED_MIN + 7  # not a multiple of the chunk count: a tail past the rows
+    n = 3 * CHUNKED_MIN + 7
     scores = torch.randint(0, 5000, (n,), generator=g).double()  # many ties
     scores[torch.randperm(n, generator=g)[: n // 50]] = -math.inf
     k = round(n * density)
     ranked = scores.sort(descending=True).values
-    assert kth_largest(scores, k) == ranked[k - 1]
+    assert kth_largest([scores], k) == ranked[k - 1]
     keep = topk_mask(scores, k, torch.Generator().manual_seed(1))
     assert int(keep.sum()) == k
     assert bool((scores[keep] >= ranked[k - 1]).all())
     assert bool((scores[~keep] <= ranked[k - 1]).all())
     assert torch.equal(keep, topk_mask(scores, k, torch.Generator().manual_seed(1)))
+
+
+@pytest.mark.parametrize("end", ["largest", "smallest"])
+def test_selection_is_exact_whatever_the_sample(monkeypatch, end):
+    """kth_largest's sample only places its bracket: a sample of the input's largest (or
+    smallest) entries misses the k-th largest, and the fallback still returns it exactly."""
+    from dpai.pruners import select
+    g = torch.Generator().manual_seed(0)
+    n = 2 * select.CHUNKED_MIN
+    scores = torch.randn(n, generator=g, dtype=torch.float64)
+    ranked = scores.sort(descending=True).values
+    biased = ranked[:select.SAMPLE] if end == "largest" else ranked[-select.SAMPLE:]
+    monkeypatch.setattr(select, "_sorted_sample", lambda parts: biased)
+    k = n // 2
+    assert select._bracketed_kth([scores], k) is None  # the bracket misses ...
+    assert select.kth_largest([scores], k) == ranked[k - 1]  # ... and the answer is exact
+
+
+@pytest.mark.parametrize("density", [0.1, 0.7])
+def test_global_selection_is_that_of_the_concatenation(density):
+    """global_topk selects over the layers without concatenating them; its mask, tie-breaks
+    included, is that of one top-k over their concatenation in the dict's order (what it
+    computed before), with float32 and float64 layers promoted as torch.cat would."""
+    from dpai.pruners.select import CHUNKED_MIN, global_topk, topk_mask
+    g = torch.Generator().manual_seed(0)
+    shapes = {"a": (CHUNKED_MIN // 3, 3), "b": (7,), "c": (CHUNKED_MIN, 2)}
+    scores = {n: torch.randint(0, 50, s, generator=g).float() for n, s in shapes.items()}
+    scores["c"] = scores["c"].double()
+    k = round(sum(s.numel() for s in scores.values()) * density)
+    got = global_topk(scores, k, torch.Generator().manual_seed(3))
+    flat = torch.cat([s.flatten() for s in scores.values()])
+    want = topk_mask(flat, k, torch.Generator().manual_seed(3))
+    assert torch.equal(torch.cat([got[n].flatten() for n in shapes]), want)
+    assert all(got[n].shape == scores[n].shape for n in shapes)
 
 
 def test_iter_snip_one_round_is_snip(data):
