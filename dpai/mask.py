@@ -110,7 +110,10 @@ class Mask(dict):
         """Write `path` (torch file of bool tensors + info) and `path` with suffix .json (the
         sparsity report plus any `extra` JSON-able entries, e.g. topology=dpai.topology(...))."""
         path = Path(path)
-        cpu = {n: t.cpu() for n, t in self.items()}
+        # each tensor in its own compact storage: torch.save writes a view's whole storage,
+        # so the bytes would depend on how a mask was computed (views of one concatenated
+        # tensor or not), not only on its entries
+        cpu = {n: compact(t.cpu()) for n, t in self.items()}
         write_torch(path, {"masks": cpu, "info": self.info})
         write_json(path.with_suffix(".json"), {**self.report(), **extra})
         return path
@@ -119,6 +122,14 @@ class Mask(dict):
     def load(cls, path, map_location="cpu") -> "Mask":
         blob = torch.load(path, map_location=map_location, weights_only=True)
         return cls(blob["masks"], blob.get("info", {}))
+
+
+def compact(t: torch.Tensor) -> torch.Tensor:
+    """`t` itself when it owns exactly its storage, else a contiguous copy."""
+    if t.is_contiguous() and t.storage_offset() == 0 \
+            and t.untyped_storage().nbytes() == t.numel() * t.element_size():
+        return t
+    return t.contiguous().clone()
 
 
 def report_path(path) -> Path:
