@@ -132,8 +132,9 @@ class _Layer:
         out_ok[rows:rows + len(leads_on)] = leads_on
         self.forward_cdf = _cdf(norm.t(), out_ok)      # P(out | in)
         self.backward_cdf = _cdf(norm, reached)        # P(in | out)
-        # floor at a tiny |w| so a free tap always beats a kept one in the Gumbel-max below
-        self.log_tap = w.clamp_min(1e-300).log() if tap == "magnitude" else torch.zeros_like(w)
+        # floor at a tiny |w| so a free tap always beats a kept one in the Gumbel-max below;
+        # uniform taps need no per-weight tensor (a float64 zero per weight was 5 GB on ViT-H)
+        self.log_tap = w.clamp_min(1e-300).log() if tap == "magnitude" else None
 
 
 def _cdf(p: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
@@ -220,7 +221,9 @@ class _Walker:
         free = ~self.kept[taps]
         # Gumbel-max over the free taps: uniform, or proportional to |w| with tap="magnitude"
         u = torch.rand(free.shape, generator=self.g, dtype=torch.float64).clamp_min(1e-300)
-        key = layer.log_tap[o, local] - torch.log(-torch.log(u))
+        key = -torch.log(-torch.log(u))
+        if layer.log_tap is not None:
+            key = layer.log_tap[o, local] + key
         choice = key.masked_fill(~free, -torch.inf).argmax(1)
         pos = torch.where(free.any(1) & inside, base + choice, -1)
         return (o if forward else i), pos
