@@ -79,8 +79,8 @@ def test_mask_roundtrip_report_and_apply(tmp_path):
 
 
 def test_saved_bytes_depend_on_the_entries_only(tmp_path):
-    """The same mask as views of one tensor (as a selection over the concatenated scores
-    gives) and as separate tensors saves to the same bytes, so DVC hashes downstream of a
+    """The same mask as views of one tensor (as DPaI's flat scores give) and as separate
+    tensors (as the global selection gives) saves to the same bytes, so DVC hashes downstream of a
     mask stage do not change when only the way a mask was computed does."""
     mask = dpai.prune(dpai.create_model("resnet20", in_channels=1, image_size=8),
                       "random_erk", 0.9, seed=0)

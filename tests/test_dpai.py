@@ -118,8 +118,7 @@ def test_reference_behaviour_resnet20_cifar10(sparsity):
     ~5 %; so does another CPU's float kernels), so each seed's node, kernel and effective
     param counts must land within 5 % of the reference range (params at most the kept budget)
     and the seed mean within 2 %; log-paths within 1 (a factor e) per seed and 0.5 for the
-    mean. The
-    step-exact comparison with the authors' code is tests/test_dpai_reference.py."""
+    mean. The step-exact comparison with the authors' code is tests/test_dpai_reference.py."""
     model = dpai.create_model("resnet20", num_classes=10, in_channels=3, image_size=32)
     ref = REFERENCE[sparsity]
     kept = sum(dpai.erk_budget(model, sparsity).values())
