@@ -7,6 +7,7 @@ carries the writer's pid, so `clean_stale` can remove what a killed writer left 
 without touching the files of writers still running.
 """
 import errno
+import glob
 import json
 import math
 import os
@@ -38,8 +39,11 @@ def atomic_write(path, write) -> Path:
     """Call `write(tmp_path)` and rename the result onto `path` only if it succeeded."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp(path, temp_dir(path))
+    folder = temp_dir(path)
     try:
+        # created inside the try: a signal that lands just after mkstemp made the file (before
+        # its name is known here) must not leave it behind, hence the clean-up by pattern below
+        tmp = _temp(path, folder)
         write(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual file mode
         try:
@@ -52,7 +56,10 @@ def atomic_write(path, write) -> Path:
             shutil.move(tmp, local)
             os.replace(local, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        # this process's temporaries for `path` (one write per path at a time per process)
+        pattern = f".{glob.escape(path.name)}.{os.getpid()}.*.tmp"
+        for left in {*folder.glob(pattern), *path.parent.glob(pattern)}:
+            left.unlink(missing_ok=True)
         raise
     return path
 

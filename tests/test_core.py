@@ -137,3 +137,22 @@ def test_random_methods_keep_exact_counts():
         assert dpai.prune(model, "random_erk", s, seed=0).kept_per_layer() == erk_budget(model, s)
         assert dpai.prune(model, "random_uniform", s, seed=0).kept_per_layer() == \
             dpai.uniform_budget(model, s)
+
+
+def test_interrupt_right_after_the_temporary_file_is_made_leaves_nothing(tmp_path, monkeypatch):
+    """A SIGTERM (KeyboardInterrupt here) landing just after mkstemp created the temporary
+    file, before its name reached atomic_write, must not leave that file behind."""
+    import tempfile
+
+    from dpai import io
+
+    real = tempfile.mkstemp
+
+    def made_then_interrupted(*args, **kwargs):
+        real(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(io.tempfile, "mkstemp", made_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        io.atomic_write(tmp_path / "out.pt", lambda tmp: None)
+    assert list(tmp_path.iterdir()) == []
