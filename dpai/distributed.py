@@ -153,13 +153,13 @@ def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
     return model
 
 
-def _global_sizes(n: int, batch_size: int, world: int) -> list[int]:
-    sizes = [min(batch_size, n - s) for s in range(0, n, batch_size)]
-    if sizes and sizes[-1] < world:
+def _check_last_batch(n: int, batch_size: int, world: int) -> None:
+    """Every rank needs one image of every global batch, the last (smallest) included."""
+    last = n % batch_size or batch_size
+    if n and last < world:
         raise ValueError(f"train.batch_size={batch_size}: the last batch of the {n} training "
-                         f"images has {sizes[-1]} < {world} images, one per rank at least; "
+                         f"images has {last} < {world} images, one per rank at least; "
                          "choose a batch size that leaves a larger last batch")
-    return sizes
 
 
 def train_ddp(model: nn.Module, mask, data, config: TrainConfig, *, seed: int, log=print,
@@ -178,7 +178,7 @@ def train_ddp(model: nn.Module, mask, data, config: TrainConfig, *, seed: int, l
         raise ValueError("train_ddp needs a process group: call dpai.distributed.setup() "
                          "under torchrun first")
     rank, world = dist.get_rank(), dist.get_world_size()
-    _global_sizes(data.n_train, config.batch_size, world)
+    _check_last_batch(data.n_train, config.batch_size, world)
     param = next(model.parameters())
     device = param.device if device is None else device
     dtype = param.dtype

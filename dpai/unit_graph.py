@@ -116,7 +116,7 @@ def unit_graph(model: nn.Module) -> UnitGraph:
     graph.units_out[INPUT] = x.shape[1]
     leaves = [(INPUT, x, 1)]
     for name, (inp, leaf, rows) in network.cuts.items():
-        module = layers[name] if name in layers else None
+        module = layers.get(name)
         d = _unit_dim(module)
         graph.units_in[name], graph.units_out[name], graph.rows[name] = (
             inp.shape[d], leaf.shape[d], rows)

@@ -149,3 +149,11 @@ def test_train_stage_under_torchrun(tmp_path):
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=2e-2)
         assert b["test_loss"] == pytest.approx(a["test_loss"], rel=2e-2)
     assert not list((repo / "checkpoints").glob("*.pt")), "the finished run keeps no checkpoint"
+
+
+def test_a_last_batch_smaller_than_the_world_is_refused_up_front():
+    from dpai.distributed import _check_last_batch
+    _check_last_batch(22, 10, 2)   # last batch 2 images: one per rank
+    _check_last_batch(20, 10, 2)   # no partial batch
+    with pytest.raises(ValueError, match=r"train.batch_size=10: the last batch .* 21 .* 1 < 2"):
+        _check_last_batch(21, 10, 2)

@@ -164,12 +164,12 @@ class _Walker:
         succ: dict = {}
         for a, b in graph.edges:
             succ.setdefault(index[a], set()).add(index[b])
-        longest = torch.zeros(len(self.names), dtype=torch.long)   # layers on the longest path
+        longest = [0] * len(self.names)   # layers on the longest path from each node
         for a in range(len(self.names) - 1, -1, -1):
             for b in succ.get(a, ()):
                 reach[a, b] = True
                 reach[a] |= reach[b]
-                longest[a] = max(int(longest[a]), int(longest[b]) + (b != len(self.names) - 1))
+                longest[a] = max(longest[a], longest[b] + (b != len(self.names) - 1))
         self.forward = _choices(graph, index, reach, True)
         self.backward = _choices(graph, index, reach, False)
         # layers by node index (a prunable layer no path reaches, such as an SE conv, is
@@ -186,7 +186,7 @@ class _Walker:
                 self.layers[i] = _Layer(m, offset, tap, graph.rows[name], leads_on, reached)
             offset += m.weight.numel()
         self.kept = torch.zeros(offset, dtype=torch.bool)
-        self.max_steps = max(1, int(longest[0]))
+        self.max_steps = max(1, longest[0])
         self.g = torch.Generator().manual_seed(seed)
         self.budget = budget
         self.next_seed = {True: 0, False: 0}   # round-robin start units, forward / backward
