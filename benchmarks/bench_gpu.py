@@ -2,6 +2,7 @@
 
     python benchmarks/bench_gpu.py                      # on the GPU, all three shapes
     python benchmarks/bench_gpu.py --device cpu --quick # a small check of the script on a CPU
+    ... [--table PATH]                                  # also append the table to PATH
 
 For each shape (ResNet-20/CIFAR-10, VGG-19-BN/CIFAR-100, ResNet-18/Tiny-ImageNet) it writes
 synthetic data in dpai.data's on-disk format (meta.json, train.pt, test.pt: uint8 images,
@@ -11,14 +12,15 @@ int64 labels) and loads it with dpai.data.load, then measures in the same run, o
             channels_last, bf16 autocast)
   loader    dpai.train on Data.loader_batches (DataLoader, torchvision per-image transforms,
             --workers processes, pinned memory)
-  fused K   dpai.fused.train_fused of K models (own init, mask and data order each), for every
+  fused K   dpai.training.fused.train_fused of K models (own init, mask and data order each), for every
             K of --fused; images/s counts all K models' images
   procs K   K separate processes each running the device path at once (--procs; start CUDA
             MPS beforehand to measure with it: the line says whether a daemon pipe is found)
 Then, for ResNet-20/CIFAR-10: seconds of a 160-epoch run extrapolated from measured epochs
 (full epochs with the test pass; --quick: from the device-path images/s), the GPU-hours of the
 120-run CIFAR-10 figure (120 runs one by one, and with the best fused K), and seconds per DPaI
-step (ResNet-20, 99 %, eager and with --compile also compiled). Prints a table; asserts nothing.
+step (ResNet-20, 99 %, eager and with --compile also compiled). Prints the figures as they come,
+then a Markdown table (machine, date, command in every row; benchmarks/table.py); asserts nothing.
 """
 import argparse
 import itertools
@@ -35,10 +37,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 import dpai  # noqa: E402
 from dpai.data import load  # noqa: E402
-from dpai.fused import train_fused  # noqa: E402
-from dpai.io import write_json  # noqa: E402
-from dpai.pruners.dpai_method import DPaI  # noqa: E402
-from dpai.train import TrainConfig, train  # noqa: E402
+from dpai.training.fused import train_fused  # noqa: E402
+from dpai.files.atomic import write_json  # noqa: E402
+from dpai.methods.dpai_method import DPaI  # noqa: E402
+from dpai.training import TrainConfig, train  # noqa: E402
+from table import emit, secs  # noqa: E402  (benchmarks/, sys.path[0] when run as a script)
 
 # name: (model, dataset, classes, image size, n_train, n_test)
 SHAPES = {"resnet20-cifar10": ("resnet20", "cifar10", 10, 32, 50000, 10000),
@@ -172,6 +175,7 @@ def main(argv=None):
     ap.add_argument("--dpai-steps", type=int, default=None, help="timed DPaI steps (200, quick 5)")
     ap.add_argument("--compile", action="store_true", help="also time the compiled DPaI step")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--table", metavar="PATH", help="also append the table to this .md file")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     q = args.quick
@@ -200,11 +204,16 @@ def main(argv=None):
               f"workers {args.workers}, MPS pipe {'found' if mps else 'not found'}"
               f"{', QUICK (small synthetic sets)' if q else ''}")
         print(f"{'shape':<24}{'path':<10}{'images/s':>12}{'vs device':>10}")
-        r20 = None
+        settings = (f"batch {args.batch}, {args.steps} timed steps after {args.warmup}, loader "
+                    f"workers {args.workers}, threads {args.threads}, MPS pipe "
+                    f"{'found' if mps else 'not found'}{', quick' if q else ''}")
+        table, r20 = [], None
         for shape in shapes:
             rates, data = measure_shape(shape, args, device, Path(tmp))
             for path, rate in rates.items():
                 print(f"{shape:<24}{path:<10}{rate:>12.1f}{rate / rates['device']:>10.2f}")
+                table.append([str(device), shape, f"{path} images/s", f"{rate:.1f}",
+                              f"{rate / rates['device']:.2f}", settings])
             if shape == "resnet20-cifar10":
                 r20 = (rates, data)
         if r20 is not None:
@@ -224,10 +233,20 @@ def main(argv=None):
             print(f"{FIGURE_RUNS}-run CIFAR-10 figure: {FIGURE_RUNS * run / 3600:.2f} GPU-hours one "
                   f"run at a time; {FIGURE_RUNS * run / 3600 / gain:.2f} with {best or 'no fusion'}"
                   f" ({gain:.2f}x)")
+            hours, figure = FIGURE_RUNS * run / 3600, f"{FIGURE_RUNS}-run figure (GPU-hours)"
+            for what, value in ((f"{EPOCHS}-epoch run (s), {how}", run),
+                                (f"{figure}, one run at a time", hours),
+                                (f"{figure}, {best or 'no fusion'} ({gain:.2f}x)", hours / gain)):
+                table.append([str(device), "resnet20-cifar10", what, secs(value), "", settings])
         for compile_ in ([False, True] if args.compile else [False]):
             s = dpai_step_seconds(device, args.dpai_steps, compile_)
             print(f"dpai step resnet20 99% ({'compiled' if compile_ else 'eager'}): "
                   f"{s * 1000:.2f} ms")
+            table.append([str(device), "resnet20, 99 % sparse",
+                          f"dpai step, {'compiled' if compile_ else 'eager'} (s)", secs(s), "",
+                          f"{args.dpai_steps} timed steps after 5, threads {args.threads}"])
+        emit(["device", "shape", "figure", "value", "vs device", "settings"], table, args.table,
+             device)
 
 
 if __name__ == "__main__":

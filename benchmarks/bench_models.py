@@ -3,8 +3,10 @@
 (batch 1, the floor a path-network step cannot beat). Prints figures; asserts nothing.
 
     python benchmarks/bench_models.py [--threads 2] [--repeats 3] [--device cpu|cuda|auto]
+                                      [--table PATH]
 
-`--device auto` measures the CPU, and the GPU too when CUDA is available.
+`--device auto` measures the CPU, and the GPU too when CUDA is available. Ends with a Markdown
+table (machine, date, command in every row; benchmarks/table.py).
 """
 import argparse
 import statistics
@@ -16,9 +18,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import dpai  # noqa: E402
-from dpai.pruners.dpai_method import DPaI  # noqa: E402
-from dpai.pruners.scoring import working_copy  # noqa: E402
-from dpai.pruners.synflow import synflow_scores  # noqa: E402
+from dpai.methods.dpai_method import DPaI  # noqa: E402
+from dpai.methods.scoring import working_copy  # noqa: E402
+from dpai.methods.synflow import synflow_scores  # noqa: E402
+from table import emit, secs  # noqa: E402  (benchmarks/, sys.path[0] when run as a script)
 
 MODELS = ("resnet50", "vit_b_16")
 
@@ -63,17 +66,24 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--table", metavar="PATH", help="also append the table to this .md file")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     devices = [torch.device("cpu")]
     if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()):
         devices = [torch.device("cuda")] if args.device == "cuda" else devices + [torch.device("cuda")]
     print(f"torch {torch.__version__}, {args.threads} CPU threads, median of {args.repeats}")
+    rows, header = [], None
     for device in devices:
         for name in MODELS:
             figures = measure(name, device, args.repeats)
             line = ", ".join(f"{k} {v:.3f} s" for k, v in figures.items())
             print(f"{device.type:4s} {name:9s} {line}", flush=True)
+            header = ["model", "device", "threads", "repeats (median)",
+                      *(f"{k} (s)" for k in figures)]
+            rows.append([name, device.type, args.threads, args.repeats,
+                         *(secs(v) for v in figures.values())])
+    emit(header, rows, args.table, devices[-1])
 
 
 if __name__ == "__main__":

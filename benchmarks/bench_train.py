@@ -1,10 +1,11 @@
 """Training throughput: `dpai.train`'s loop vs plain PyTorch loops, same model, mask and steps.
 
-    python3 benchmarks/bench_train.py --steps 50 --threads 2 --device auto
+    python3 benchmarks/bench_train.py --steps 50 --threads 2 --device auto [--table PATH]
 
 ResNet-20 on CIFAR-10-shaped random tensors (3x32x32, 10 classes, batch 128, held in memory)
 with a 99 % sparse random ERK mask. Each loop warms up, then runs --steps timed SGD steps
-(the device is synchronised before the clock stops). Prints a table; asserts nothing.
+(the device is synchronised before the clock stops). Ends with a Markdown table (machine, date,
+command in every row; benchmarks/table.py); asserts nothing.
 
 Loops:
   plain       zero_grad, forward, backward, SGD step, then w.mul_(mask) for every weight
@@ -25,7 +26,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 import dpai  # noqa: E402
 from dpai.models import prunable_layers  # noqa: E402
-from dpai.train import TrainConfig, train  # noqa: E402
+from dpai.training import TrainConfig, train  # noqa: E402
+from table import emit, secs  # noqa: E402  (benchmarks/, sys.path[0] when run as a script)
 
 BATCH, SHAPE, CLASSES, POOL = 128, (3, 32, 32), 10, 4
 
@@ -107,6 +109,7 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps before the clock")
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads(N)")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    ap.add_argument("--table", metavar="PATH", help="also append the table to this .md file")
     args = ap.parse_args(argv)
     for key in ("steps", "warmup", "threads"):
         if getattr(args, key) < (0 if key == "warmup" else 1):
@@ -126,12 +129,18 @@ def main(argv=None):
           f"threads {args.threads}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '-')}, "
           f"{args.steps} timed steps after {args.warmup} warm-up, torch {torch.__version__}")
     print(f"{'loop':<16}{'seconds':>10}{'images/s':>12}{'vs plain':>10}")
-    base = None
+    base, table = None, []
+    omp = os.environ.get("OMP_NUM_THREADS")
     for label, fn in rows:
         seconds = fn()
         rate = args.steps * BATCH / seconds
         base = base or rate
         print(f"{label:<16}{seconds:>10.3f}{rate:>12.1f}{rate / base:>10.2f}")
+        threads = args.threads if omp is None else f"{args.threads} (OMP_NUM_THREADS={omp})"
+        table.append([label, str(device), threads, f"{args.steps} after {args.warmup} warm-up",
+                      secs(seconds), f"{rate:.1f}", f"{rate / base:.2f}"])
+    emit(["loop", "device", "threads", "timed steps", "seconds", "images/s", "vs plain"], table,
+         args.table, device)
 
 
 if __name__ == "__main__":

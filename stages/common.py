@@ -1,9 +1,10 @@
-"""Shared by the stage scripts: params, validation, safe outputs, threads, data and model.
+"""Shared by the stage scripts: typed params, safe outputs, threads, data and model.
 
-Every stage starts with `start()`: it validates the whole params.yaml (dpai.config.validate:
-one line naming the key, the value and what is allowed, exit status 2, before any work),
-makes SIGTERM unwind like Ctrl-C (so no temporary file survives it), points temporary files
-outside every folder DVC hashes and removes those a killed run left behind.
+Every stage starts with `start()`: it reads params.yaml into the sections the stage uses
+(dpai.pipeline.params: one line naming the key, the value and what is allowed, exit status
+2, before any work), sets torch's thread count from compute.threads, makes SIGTERM unwind
+like Ctrl-C (so no temporary file survives it), points temporary files outside every folder
+DVC hashes and removes those a killed run left behind.
 """
 import json
 import os
@@ -12,15 +13,16 @@ import sys
 from pathlib import Path
 
 import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the stages work from a checkout even without `pip install -e .`
 
-import dpai  # noqa: E402
-from dpai.checkpoint import Checkpoint, file_digest, source_digest  # noqa: E402
-from dpai import names  # noqa: E402
-from dpai.io import clean_stale, write_json  # noqa: E402
+from dpai.core.device import resolve_device  # noqa: E402
+from dpai.files.atomic import clean_stale, write_json  # noqa: E402
+from dpai.files.checkpoint import Checkpoint, file_digest, source_digest  # noqa: E402
+from dpai.models import create_model  # noqa: E402
+from dpai.pipeline import names  # noqa: E402
+from dpai.pipeline.params import Params, read  # noqa: E402
 
 # outside the stages' outputs, so DVC never deletes them before a rerun (git- and dvc-ignored)
 CHECKPOINTS = Path(os.environ.get("DPAI_CHECKPOINT_DIR", "checkpoints"))
@@ -38,29 +40,21 @@ def _terminate(signum, frame):
     raise SystemExit(128 + signum)  # unwinds: finally blocks remove temporary files
 
 
-def start(path: str = "params.yaml") -> dict:
+def start(mask=None, train=None, path: str = "params.yaml") -> Params:
+    """params.yaml as Params, with the `mask` and `train` sections built by the classes given
+    (None: the stage does not read that section)."""
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        params = yaml.safe_load(Path(path).read_text())
-        dpai.config.validate(params)
-    except (OSError, yaml.YAMLError, ValueError) as exc:
+        params = Params.from_dict(read(path), mask=mask, train=train)
+    except (OSError, ValueError) as exc:
         fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    except Exception as exc:  # a YAML syntax error
+        fail(f"{path}: {str(exc).splitlines()[0]}")
     os.environ["DPAI_TMPDIR"] = str(TMP.resolve())
     if os.environ.get("RANK", "0") == "0":  # under torchrun, only rank 0 writes (or cleans)
         clean_stale(TMP, CHECKPOINTS, *OUTPUT_FOLDERS)
-    set_threads()
+    torch.set_num_threads(params.compute.threads)
     return params
-
-
-def set_threads() -> int:
-    """All cores by default, shared among torchrun's processes on this machine; DPAI_THREADS
-    caps it when several stages run side by side (the result depends on the thread count:
-    see README, Determinism)."""
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    threads = (int(os.environ.get("DPAI_THREADS", "0"))
-               or max(1, (os.cpu_count() or 1) // max(1, local)))
-    torch.set_num_threads(threads)
-    return threads
 
 
 def item(method: str, sparsity, seed: int) -> str:
@@ -68,22 +62,22 @@ def item(method: str, sparsity, seed: int) -> str:
     return names.item_name(method, sparsity, seed)
 
 
-def parse_item(params: dict, argv: list[str]) -> tuple[str, float, int]:
+def parse_item(params: Params, argv: list[str]) -> tuple[str, float, int]:
     """METHOD SPARSITY SEED from the command line, each checked against params.yaml."""
     if len(argv) != 3:
         fail(f"usage: python {Path(sys.argv[0]).name} METHOD SPARSITY SEED")
     method, sparsity, seed = argv
-    if method not in params["methods"]:
-        fail(f"method={method!r} is not in params methods {params['methods']}")
-    levels = {names.sparsity_name(s): float(s) for s in params["sparsities"]}
+    if method not in params.methods:
+        fail(f"method={method!r} is not in params methods {params.methods}")
+    levels = {names.sparsity_name(s): float(s) for s in params.sparsities}
     try:
         key = names.sparsity_name(sparsity)
     except ValueError:
         key = sparsity
     if key not in levels:
-        fail(f"sparsity={sparsity!r} is not in params sparsities {params['sparsities']}")
-    if not seed.isdigit() or int(seed) not in params["seeds"]:
-        fail(f"seed={seed!r} is not in params seeds {params['seeds']}")
+        fail(f"sparsity={sparsity!r} is not in params sparsities {params.sparsities}")
+    if not seed.isdigit() or int(seed) not in params.seeds:
+        fail(f"seed={seed!r} is not in params seeds {params.seeds}")
     return method, levels[key], int(seed)
 
 
@@ -99,35 +93,52 @@ def write_timing(stage: str, name: str, timing: dict) -> None:
     write_json(names.TIMING_FILE.format(stage=stage, item=name), timing)
 
 
-def data_folder(params: dict) -> Path:
-    return Path(params["data"]["root"]) / params["data"]["dataset"]
-
-
-def data_meta(params: dict) -> dict:
-    path = data_folder(params) / "meta.json"
+def data_meta(params: Params) -> dict:
+    path = params.data.folder / "meta.json"
     if not path.is_file():
         fail(f"{path} is missing: run `dvc repro data` first")
     return json.loads(path.read_text())
 
 
-def build_model(params: dict, meta: dict, seed: int):
-    return dpai.create_model(params["model"]["name"], num_classes=meta["num_classes"],
-                             in_channels=meta["in_channels"], image_size=meta["image_size"],
-                             seed=seed, prune=params["model"]["prune"])
+def build_model(params: Params, meta: dict, seed: int):
+    return create_model(params.model.name, num_classes=meta["num_classes"],
+                        in_channels=meta["in_channels"], image_size=meta["image_size"],
+                        seed=seed, prune=params.model.prune)
 
 
 def device(value: str) -> torch.device:
     try:
-        return dpai.resolve_device(value)
+        return resolve_device(value)
     except ValueError as exc:
         fail(str(exc))
 
 
+def environment(device, **extra) -> dict:
+    """What else moves results besides params and seeds, recorded with each output: the torch
+    version, the device, the thread count, `extra`, and the CPU kind (the vector instruction
+    set torch dispatches to, and the processor model: float kernels differ between CPU kinds,
+    even between two AVX-512 ones, e.g. with and without AMX)."""
+    return {"torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads(),
+            **extra, "cpu": torch.backends.cpu.get_cpu_capability(), "cpu_model": cpu_model()}
+
+
+def cpu_model() -> str:
+    """The processor's model name (Linux /proc/cpuinfo; elsewhere platform's), never a host."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or platform.machine()
+
+
 def checkpoint(stage: str, name: str, key: dict, every: int) -> Checkpoint:
     """The stage's checkpoint, keyed by everything its result depends on: `key` (params and
-    input file hashes), the code of dpai/ and stages/, and the torch version."""
+    input file hashes), the code of dpai/ and stages/, the torch version and threads."""
     full = {"stage": stage, "item": name, **key, "torch": torch.__version__,
-            "code": source_digest(ROOT / "dpai", ROOT / "stages")}
+            "threads": torch.get_num_threads(), "code": source_digest(ROOT / "dpai", ROOT / "stages")}
     return Checkpoint(CHECKPOINTS, f"{stage}-{name}", full, every=every)
 
 
@@ -144,5 +155,5 @@ def env_int(name: str, default: int) -> int:
 
 
 __all__ = ["start", "fail", "item", "parse_item", "mask_path", "run_path", "write_timing",
-           "data_folder", "data_meta", "build_model", "device", "checkpoint", "data_digest",
+           "data_meta", "build_model", "device", "environment", "checkpoint", "data_digest",
            "env_int", "file_digest"]

@@ -12,17 +12,16 @@ from dpai.data import ChecksumError, prepare
 
 
 def main() -> None:
-    params = common.start()
-    data = params["data"]
+    data = common.start().data
     try:
-        if data["dataset"] == "imagenet":
+        if data.dataset == "imagenet":
             from dpai.data.imagenet import check_sources
-            check_sources(Path(data["imagenet_archives"]))  # says where to put what
-        url = data["imagenet_archives"] if data["dataset"] == "imagenet" else data["url"]
-        folder = prepare(data["dataset"], data["root"], url=url, split_seed=data["split_seed"])
+            check_sources(Path(data.imagenet_archives))  # says where to put what
+        url = data.imagenet_archives if data.dataset == "imagenet" else data.url
+        folder = prepare(data.dataset, data.root, url=url, split_seed=data.split_seed)
     except (FileNotFoundError, ChecksumError) as exc:
         common.fail(str(exc), status=1)
-    print(f"prepared {data['dataset']} in {folder}")
+    print(f"prepared {data.dataset} in {folder}")
 
 
 if __name__ == "__main__":

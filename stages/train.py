@@ -10,69 +10,70 @@ after a kill resumes from it. A non-finite loss stops the run (exit 1), writes n
 keeps the last good checkpoint.
 
 Data-parallel: `torchrun --nproc_per_node N stages/train.py METHOD SPARSITY SEED` (or several
-machines, torchrun's --nnodes) trains the same item with DDP (dpai.distributed): the global
-batch is train.batch_size, `train.sync_bn` synchronises BatchNorm, rank 0 writes the run file
-and the checkpoints. The run file records the world size.
+machines, torchrun's --nnodes) trains the same item with DDP (dpai.training.distributed): the
+global batch is train.batch_size, `train.sync_bn` synchronises BatchNorm, rank 0 writes the
+run file and the checkpoints, each process uses compute.threads threads. The run file records
+the world size.
 """
 import sys
 
 import torch
 
 import common
-import dpai
-import dpai.distributed
-from dpai.io import write_json
+from dpai import data as datasets
+from dpai.core.mask import Mask
+from dpai.files.atomic import write_json
+from dpai.training import NonFiniteLoss, TrainParams, train, train_ddp
+from dpai.training.ddp import is_main, setup, world_size
 
 # fresh inits come from another seed stream than the init the mask was computed on
 FRESH_OFFSET = 1_000_000
 
 
 def main(argv: list[str]) -> None:
-    params = common.start()
+    params = common.start(train=TrainParams)
     method, sparsity, seed = common.parse_item(params, argv)
     name = common.item(method, sparsity, seed)
-    train = dict(params["train"])
-    device = common.device(train.pop("device"))
-    init = train.pop("init")
-    config = dpai.TrainConfig.from_dict(train)
-    world = dpai.distributed.world_size()
+    device = common.device(params.train.device)
+    init = params.train.init
+    config = params.train.config()
+    world = world_size()
     if world > 1:
-        _, _, device = dpai.distributed.setup(device=device.type)
+        _, _, device = setup(device=device.type)
     meta = common.data_meta(params)
     mask_file = common.mask_path(name)
-    mask = dpai.Mask.load(mask_file)
+    mask = Mask.load(mask_file)
     init_seed = seed + FRESH_OFFSET if init == "fresh" else seed
     model = common.build_model(params, meta, init_seed).to(device)
-    data = dpai.data.load(common.data_folder(params), meta["dataset"], device=device)
+    data = datasets.load(params.data.folder, meta["dataset"], device=device)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     ckpt = common.checkpoint(
         "train", name, {"mask": common.file_digest(mask_file), "data": common.data_digest(meta),
-                        "model": params["model"], "train": params["train"], "init": init,
-                        "device": device.type, "world_size": world},
+                        "model": params.model.to_dict(), "train": params.train.to_dict(),
+                        "init": init, "device": device.type, "world_size": world},
         every=common.env_int("DPAI_CHECKPOINT_EVERY", 1))
     try:
         if world > 1:
-            result = dpai.distributed.train_ddp(model, mask, data, config, seed=seed,
-                                                checkpoint=ckpt, device=device)
+            result = train_ddp(model, mask, data, config, seed=seed, checkpoint=ckpt,
+                               device=device)
         else:
-            result = dpai.train(
+            result = train(
                 model, mask,
                 lambda epoch: data.train_batches(config.batch_size, generator=generator,
                                                  device=device),
                 lambda: data.test_batches(config.batch_size, device=device),
                 config, device=device, checkpoint=ckpt, generators=[generator])
-    except dpai.NonFiniteLoss as exc:
+    except NonFiniteLoss as exc:
         common.fail(f"{name}: {exc}", status=1)
-    if not dpai.distributed.is_main():
+    if not is_main():
         return  # rank 0 writes the run file
     timing = {"seconds": (timing := result.pop("timing"))["train_seconds"], **timing}
-    environment = {"torch": torch.__version__, "device": str(device),
-                   "threads": torch.get_num_threads(), "world_size": world,
-                   "deterministic": torch.are_deterministic_algorithms_enabled()}
+    environment = common.environment(device, world_size=world,
+                                     deterministic=torch.are_deterministic_algorithms_enabled())
     run = {"method": method, "seed": seed, "sparsity": sparsity, "density": mask.density,
            "init": init, "init_seed": init_seed, "dataset": meta["dataset"],
-           "model": params["model"]["name"], "config": config.to_dict(),
+           "model": params.model.name, "config": config.to_dict(),
            "environment": environment, **result}
     write_json(common.run_path(name), run)
     common.write_timing("train", name, timing)

@@ -24,16 +24,3 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "extended" in item.keywords:
             item.add_marker(skip)
-
-
-def pytest_runtest_setup(item):
-    """The pipeline, parallel and collapse tests build on each other inside one module-scoped
-    repo, so `--dist loadgroup` must keep each xdist_group on one worker. pytest 9.2 with
-    pytest-xdist 3.8 silently stops grouping (pytest-dev/pytest-xdist#1386): the later tests
-    would get a fresh repo and fail at random. Say so instead."""
-    if (getattr(item.config.option, "loadgroup", False)   # set on xdist workers only
-            and item.get_closest_marker("xdist_group") and "@" not in item.nodeid):
-        import pytest
-        pytest.fail(f"--dist loadgroup is not grouping this test (pytest {pytest.__version__}, "
-                    "pytest-dev/pytest-xdist#1386): pip install -e '.[test]' pins pytest<9.2",
-                    pytrace=False)

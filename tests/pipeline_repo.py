@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "DVC_NO_ANALYTICS": "1", "DPAI_THREADS": "1",
+ENV = {**os.environ, "DVC_NO_ANALYTICS": "1",
        "GIT_AUTHOR_NAME": "ci", "GIT_AUTHOR_EMAIL": "ci@example.com",
        "GIT_COMMITTER_NAME": "ci", "GIT_COMMITTER_EMAIL": "ci@example.com",
        "PYTHONPATH": str(ROOT)}
@@ -25,12 +25,18 @@ def run(cmd, cwd, check=True, env=None):
 
 
 def make_repo(dest: Path, *overrides: str) -> Path:
-    """Copy the tracked and new files (no outputs), compose params.yaml with the Hydra
-    `overrides` exactly as `dvc exp run -S ...` would, and commit."""
+    """Copy the tracked and new files (no outputs, no dvc.lock), compose params.yaml with the Hydra
+    `overrides` exactly as `dvc exp run -S ...` would, and commit. Stages compute with one
+    thread (compute.threads=1) unless an override says otherwise: the suite runs on two
+    worker processes of one thread each."""
+    if not any(o.startswith("compute.threads=") for o in overrides):
+        overrides = (*overrides, "compute.threads=1")
     files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
                            cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     for name in files:
-        if (ROOT / name).is_file() and not name.startswith(("reports/", "runs/", "masks/")):
+        # no outputs and no dvc.lock: the repo's lock is the default pipeline's, not this one's
+        if (ROOT / name).is_file() and not name.startswith(("reports/", "runs/", "masks/")) \
+                and name != "dvc.lock":
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, dest / name)
     from dvc.utils.hydra import compose_and_dump

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 import dpai
-from dpai.checkpoint import Checkpoint
-from dpai.pruners.dpai_method import DPaI
-from dpai.train import NonFiniteLoss, TrainConfig, train
+from dpai.files.checkpoint import Checkpoint
+from dpai.methods.dpai_method import DPaI
+from dpai.training import NonFiniteLoss, TrainConfig, train
 
 torch.set_num_threads(1)
 

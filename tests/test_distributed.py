@@ -14,7 +14,7 @@ import torch.multiprocessing as mp
 
 import dpai
 from dpai.data import Data
-from dpai.train import TrainConfig, train
+from dpai.training import TrainConfig, train
 from pipeline_repo import DVC, make_repo, run
 
 torch.set_num_threads(1)
@@ -60,8 +60,8 @@ def _worker(rank, world, port, out, cfg=CFG, checkpoint_dir=None):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    from dpai import distributed
-    r, w, device = distributed.setup(device="cpu")
+    from dpai.training import ddp, distributed
+    r, w, device = ddp.setup(device="cpu")
     try:
         model, mask = setup_run()
         ckpt = (dpai.Checkpoint(checkpoint_dir, "ddp", {"run": 1}, every=1)
@@ -78,7 +78,7 @@ def _worker(rank, world, port, out, cfg=CFG, checkpoint_dir=None):
                                        log=None, checkpoint=ckpt)
         torch.save({"state": model.state_dict(), "result": result,
                     "nonzero": distributed.pruned_nonzero(model, mask),
-                    "digest": distributed.mask_digest(mask)}, f"{out}/rank{r}.pt")
+                    "digest": ddp.mask_digest(mask)}, f"{out}/rank{r}.pt")
     finally:
         torch.distributed.destroy_process_group()
 
@@ -93,7 +93,8 @@ ADAMW = dict(CFG, epochs=3, lr=1e-3, weight_decay=0.05, optimizer="adamw", warmu
              schedule="cosine")
 
 
-@pytest.mark.parametrize("cfg,resumed", [(CFG, False), (ADAMW, True)],
+@pytest.mark.parametrize("cfg,resumed", [(CFG, False), pytest.param(ADAMW, True,
+                                                                   marks=pytest.mark.slow)],
                          ids=["sgd-multistep", "adamw-warmup-cosine-killed-and-resumed"])
 def test_ddp_two_ranks_equal_single_process(tmp_path, cfg, resumed):
     ckpt_dir = str(tmp_path / "checkpoints") if resumed else None
@@ -129,6 +130,7 @@ def test_ddp_two_ranks_equal_single_process(tmp_path, cfg, resumed):
     assert ranks[0]["digest"] == ranks[1]["digest"]
 
 
+@pytest.mark.slow
 def test_train_stage_under_torchrun(tmp_path):
     """`torchrun --nproc_per_node 2 stages/train.py ...` writes one run file (rank 0), records
     the world size, keeps no checkpoint and follows the one-process stage. Loosely: in float32
@@ -152,7 +154,7 @@ def test_train_stage_under_torchrun(tmp_path):
 
 
 def test_a_last_batch_smaller_than_the_world_is_refused_up_front():
-    from dpai.distributed import _check_last_batch
+    from dpai.training.ddp import check_last_batch as _check_last_batch
     _check_last_batch(22, 10, 2)   # last batch 2 images: one per rank
     _check_last_batch(20, 10, 2)   # no partial batch
     with pytest.raises(ValueError, match=r"train.batch_size=10: the last batch .* 21 .* 1 < 2"):

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 import dpai
-from dpai.paths import PathNetwork
-from dpai.pruners.dpai_method import CollapseWarning, DPaI
+from dpai.paths.network import PathNetwork
+from dpai.methods.dpai_method import CollapseWarning, DPaI
 
 
 def small_model():
@@ -99,7 +99,7 @@ def test_bad_parameters(key, value):
         dpai.prune(small_model(), "dpai", 0.9, seed=0, **{key: value})
 
 
-# dpai-method.md section 5, measured with the authors' code (ResNet-20, CIFAR-10 shape, their
+# Measured with the authors' code (ResNet-20, CIFAR-10 shape, their
 # seeds 0-2): (low, high) of log P at step 0 and of the final log P, nodes, kernels, params.
 REFERENCE = {
     0.9: dict(log_paths0=(92.0, 92.7), log_paths=(102.8, 103.1), nodes=(677, 706),

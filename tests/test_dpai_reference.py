@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import dpai
-from dpai.pruners.dpai_method import DPaI
+from dpai.methods.dpai_method import DPaI
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 CASES = [("dpai-reference-resnet20-c10-s99.pt", 10), ("dpai-reference-resnet20-c100-s9968.pt", 100)]

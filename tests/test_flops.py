@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 import dpai
-from dpai.flops import output_positions
+from dpai.paths.flops import output_positions
 
 
 class Tiny(nn.Module):

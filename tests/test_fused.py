@@ -4,9 +4,9 @@ import torch
 
 import dpai
 from dpai.data import Data
-from dpai.fused import train_fused
+from dpai.training.fused import train_fused
 from dpai.models import prunable_layers
-from dpai.train import TrainConfig, train
+from dpai.training import TrainConfig, train
 
 torch.set_num_threads(1)
 # The separate and fused runs differ only by the conv/matmul kernels' summation order. In

@@ -15,10 +15,10 @@ import torch
 
 import dpai
 from dpai.data import prepare
-from dpai.fused import train_fused
+from dpai.training.fused import train_fused
 from dpai.models import prunable_layers
-from dpai.pruners.dpai_method import DPaI
-from dpai.train import TrainConfig, train
+from dpai.methods.dpai_method import DPaI
+from dpai.training import TrainConfig, train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 EXACT = ("random_uniform", "random_erk", "magnitude")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import dpai
-from dpai.train import lr_factor
+from dpai.training.loop import lr_factor
 from test_presets import compose
 
 CHEAP = {"dpai": {"steps": 2}, "synflow": {"rounds": 2}, "iter_snip": {"rounds": 2}}
@@ -25,9 +25,9 @@ def batches(shape, classes, n, seed):
     ("imagenet_efficientnet_b0", 1000, 224,
      dict(model="torchvision:efficientnet_b0", prune="default", sparsity=0.7,
           methods=["dpai", "synflow"], optimizer="sgd", schedule="multistep")),
-    ("tinyimagenet_vit_b16", 200, 64,  # the pipeline builds it at the data set's 64x64
-     dict(model="torchvision:vit_b_16", prune="linear", sparsity=0.99,
-          optimizer="adamw", schedule="cosine")),
+    pytest.param("tinyimagenet_vit_b16", 200, 64,  # built at the data set's 64x64
+                 dict(model="torchvision:vit_b_16", prune="linear", sparsity=0.99,
+                      optimizer="adamw", schedule="cosine"), marks=pytest.mark.slow),
 ])
 def test_large_preset_runs_a_few_steps(tmp_path, preset, classes, size, expected):
     p = compose(tmp_path, f"preset={preset}")

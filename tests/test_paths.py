@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import dpai
-from dpai.paths import exact_paths
+from dpai.paths.counts import exact_paths
 
 sys.setrecursionlimit(10_000)
 

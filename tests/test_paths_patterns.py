@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import dpai
-from dpai.paths import exact_paths
+from dpai.paths.counts import exact_paths
 from test_paths import enumerate_paths, linear_edges
 
 
@@ -276,7 +276,7 @@ def test_prune_linear_keeps_attention_input_projection_dense():
 def test_path_network_runs_without_tf32_and_restores_it():
     """Inside the path network TF32 is off for matmul and cuDNN; the caller's setting is back
     after (the flags exist on CPU builds too, so this runs everywhere)."""
-    from dpai.paths import PathNetwork
+    from dpai.paths.network import PathNetwork
     model = Grouped()
     net = PathNetwork(model, "exact")
     seen = []
@@ -308,9 +308,9 @@ def test_dpai_mask_does_not_depend_on_tf32_on_cuda():
 
 
 def test_unit_graph_follows_concatenation_shuffle_and_gates():
-    """dpai.unit_graph (PHEW's walk graph): which output unit reaches which input unit of the
+    """dpai.paths.units (PHEW's walk graph): which output unit reaches which input unit of the
     next prunable layers, against the mappings written out by hand."""
-    from dpai.unit_graph import INPUT, OUTPUT, unit_graph
+    from dpai.paths.units import INPUT, OUTPUT, unit_graph
     eye = lambda n: torch.eye(n, dtype=torch.bool)  # noqa: E731
     g = unit_graph(Concat())
     # cat([a (2 ch), b (1 ch), input (1 ch)]) -> c: a -> 0, 1; b -> 2; the input -> 3

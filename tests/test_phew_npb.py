@@ -8,9 +8,9 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from torch import nn
 
 import dpai
-from dpai.budget import erk_budget, global_budget
-from dpai.pruners.npb import layout, program_value, solve_chunk, split_budget
-from dpai.pruners.phew import _Walker
+from dpai.core.budget import global_budget
+from dpai.methods.npb import layout, program_value, solve_chunk, split_budget
+from dpai.methods.phew import _Walker
 
 SPARSITIES = (0.5, 0.9, 0.99, 0.999)
 
@@ -56,24 +56,13 @@ def test_registered_data_free_with_params():
                                          "effective_only": False, "fine_tune": "conv"}
 
 
-def test_phew_exact_global_count():
+def test_npb_programs_are_solved_to_optimality():
+    """(Exact per-layer counts: tests/test_methods.py.) A limit no machine reaches on these
+    small programs: the result cannot depend on the machine's speed."""
     model = small_model()
     for sparsity in SPARSITIES:
-        mask = dpai.prune(model, "phew", sparsity, seed=0)
-        assert mask.num_kept == global_budget(model, sparsity), sparsity
-        assert all(mask[n].device == m.weight.device
-                   for n, m in dpai.prunable_layers(model).items())
-
-
-def test_npb_exact_erk_count_per_layer():
-    model = small_model()
-    for sparsity in SPARSITIES:
-        # a limit no machine reaches on these small programs: the result cannot depend on speed
         mask = dpai.prune(model, "npb", sparsity, seed=0, time_limit=1e6)
-        assert mask.kept_per_layer() == erk_budget(model, sparsity), sparsity
-        assert mask.info["time_limited"] == 0
-        assert all(mask[n].device == m.weight.device
-                   for n, m in dpai.prunable_layers(model).items())
+        assert mask.info["time_limited"] == 0 and mask.info["programs"] > 0, sparsity
 
 
 @pytest.mark.parametrize("method", ["phew", "npb"])
@@ -85,25 +74,6 @@ def test_same_seed_same_mask_other_seed_other_mask(method):
     assert not all(torch.equal(a[n], c[n]) for n in a)
 
 
-@pytest.mark.parametrize("method", ["phew", "npb"])
-def test_model_untouched(method):
-    model = small_model()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    dpai.prune(model, method, 0.9, seed=0)
-    assert model.training
-    assert all(p.requires_grad for p in model.parameters())
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-
-
-@pytest.mark.parametrize("method, params", [("phew", {"tap": "random"}), ("npb", {"alpha": 2}),
-                                            ("npb", {"chunk_size": 0}),
-                                            ("npb", {"fine_tune": "yes"})])
-def test_bad_parameter_is_a_value_error(method, params):
-    with pytest.raises(ValueError, match=next(iter(params))):
-        dpai.prune(small_model(), method, 0.9, seed=0, **params)
-
-
-# -- PHEW ---------------------------------------------------------------------------------------
 def test_phew_kept_weights_lie_on_walks():
     model, names = Chain(), ["c1", "c2", "c3", "fc"]
     for sparsity in (0.95, 0.99):

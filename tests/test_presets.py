@@ -1,6 +1,5 @@
 """Every preset composes (as `dvc exp run -S preset=NAME` does) into valid params, and
 `-S sparsity=...` changes nothing else, so only mask, train and report rerun."""
-import ast
 import subprocess
 from pathlib import Path
 
@@ -9,6 +8,10 @@ import yaml
 from dvc.utils.hydra import compose_and_dump
 
 import dpai
+from dpai.methods.params import SHARED_OPTIONS, MaskParams
+from dpai.pipeline.params import TOP_KEYS, ComputeParams, DataParams, ModelParams
+from dpai.pipeline.validate import validate
+from dpai.training import TrainParams
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = sorted(p.stem for p in (ROOT / "conf/preset").glob("*.yaml"))
@@ -29,7 +32,7 @@ def test_paper_presets_exist():
 @pytest.mark.parametrize("preset", PRESETS)
 def test_preset_is_valid_and_sparsity_only_changes_sparsity(tmp_path, preset):
     params = compose(tmp_path, f"preset={preset}")
-    dpai.config.validate(params, check_files=False)
+    validate(params, check_files=False)
     changed = compose(tmp_path, f"preset={preset}", "sparsity=0.98")
     assert changed.pop("sparsity") == 0.98 and changed.pop("sparsities") == [0.98]
     assert params.pop("sparsities") == [params.pop("sparsity")]
@@ -43,7 +46,7 @@ def test_preset_is_valid_and_sparsity_only_changes_sparsity(tmp_path, preset):
 def test_sweep_groups_combine_with_every_preset(tmp_path, preset, sweep, levels):
     params = compose(tmp_path, f"preset={preset}", f"sweep={sweep}")
     assert params["sparsities"] == levels
-    dpai.config.validate(params, check_files=False)
+    validate(params, check_files=False)
     single = compose(tmp_path, f"preset={preset}")
     assert {k: v for k, v in params.items() if k != "sparsities"} == \
         {k: v for k, v in single.items() if k != "sparsities"}
@@ -53,11 +56,28 @@ def test_every_method_option_is_in_the_config_with_its_default(tmp_path):
     """`-S mask.dpai.optimizer=sgd` then works without Hydra's `+`, and a misspelt option is
     a Hydra error instead of a silently added key."""
     params = compose(tmp_path)
-    shared = dpai.config.SHARED_METHOD_PARAMS  # set once, as mask.<key>, for every method
     for method in dpai.METHODS:
-        options = {k: v for k, v in dpai.method_params(method).items() if k not in shared}
+        options = {k: v for k, v in dpai.method_params(method).items() if k not in SHARED_OPTIONS}
         assert params["mask"][method] == options, method
-    assert set(shared) <= set(params["mask"])
+    assert set(SHARED_OPTIONS) <= set(params["mask"])
+
+
+def test_config_and_schema_do_not_drift(tmp_path):
+    """conf/config.yaml lists exactly the schema's keys, section by section, so a parameter
+    added to one and not the other fails here (compute.threads and every Section default
+    included)."""
+    params = compose(tmp_path)
+    assert sorted(params) == sorted(TOP_KEYS)
+    for section, cls in (("data", DataParams), ("model", ModelParams),
+                         ("compute", ComputeParams), ("train", TrainParams)):
+        assert sorted(params[section]) == sorted(cls.names()), section
+    assert sorted(params["mask"]) == sorted([n for n in MaskParams.names() if n != "methods"]
+                                            + list(dpai.METHODS))
+    assert params["compute"]["threads"] == ComputeParams().threads
+    for section, cls in (("data", DataParams), ("mask", MaskParams)):
+        defaults = cls().to_dict()
+        assert {k: v for k, v in params[section].items() if k in defaults} == \
+            {k: defaults[k] for k in params[section] if k in defaults}, section
 
 
 def committed_params() -> str:
@@ -83,7 +103,7 @@ def test_sparsity_is_an_axis_of_mask_and_train_only():
         assert stages[name]["matrix"]["sparsity"] == "${sparsities}"
         assert "${item.sparsity}" in stages[name]["cmd"]
     assert stages["train"]["deps"][-1] == "masks/${item.method}-${item.sparsity}-${item.seed}.pt"
-    assert stages["data"]["params"] == ["data"]
+    assert stages["data"]["params"] == ["data", "compute"]
 
 
 @pytest.mark.parametrize("preset,values", [
@@ -95,7 +115,7 @@ def test_sparsity_is_an_axis_of_mask_and_train_only():
                                    lr=0.01, milestones=[30, 60, 80])),
 ])
 def test_paper_hyperparameters(tmp_path, preset, values):
-    """dpai-method.md section 7 (paper Table 6): SGD momentum 0.9, batch 128, wd 1e-4."""
+    """The paper's Table 6: SGD momentum 0.9, batch 128, wd 1e-4."""
     p = compose(tmp_path, f"preset={preset}")
     assert p["data"]["dataset"] == values["dataset"] and p["model"]["name"] == values["model"]
     train = p["train"]
@@ -107,49 +127,3 @@ def test_paper_hyperparameters(tmp_path, preset, values):
     assert p["mask"]["dpai"] == {"alpha": 0.99, "beta": 0.5, "lr": 0.005, "steps": 3000,
                                  "optimizer": "adam", "budget": "erk", "compile": False}
     assert p["train"]["init"] == "same"
-
-
-def _dpai_imports(path: Path) -> set:
-    """dpai modules (files) that `path` imports, at any depth of its code (lazy imports too);
-    the top-level package's re-exports (`import dpai`) are not followed."""
-    package = list(path.relative_to(ROOT).with_suffix("").parts)[:-1]
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            mods = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = (package[:len(package) - node.level + 1] if node.level else [])
-            mod = ".".join(base + ([node.module] if node.module else []))
-            mods = [mod] + [f"{mod}.{a.name}" for a in node.names]
-        else:
-            continue
-        for mod in mods:
-            if not mod.startswith("dpai.") or mod == "dpai":
-                continue
-            target = ROOT / Path(*mod.split("."))
-            for f in (target / "__init__.py", target.with_suffix(".py")):
-                if f.is_file():
-                    found.add(f)
-    return found
-
-
-@pytest.mark.parametrize("stage", ["mask", "train"])
-def test_stage_deps_cover_the_code_they_run(stage):
-    """A change in any module the stage's dpai code imports reruns the stage: the dpai files
-    and folders in its deps are closed under imports (dpai/config.py, which validates every
-    section of params.yaml, is not followed)."""
-    deps = [d for d in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]["deps"]
-            if d.startswith("dpai")]
-
-    def covered(f):
-        rel = f.relative_to(ROOT).as_posix()
-        return any(rel == d or rel.startswith(d.rstrip("/") + "/") for d in deps)
-    todo = [f for d in deps for f in ((ROOT / d).rglob("*.py") if (ROOT / d).is_dir()
-                                     else [ROOT / d]) if f.name != "config.py"]
-    seen = set(todo)
-    while todo:
-        for f in _dpai_imports(todo.pop()) - seen:
-            seen.add(f)
-            if f.name != "config.py":
-                todo.append(f)
-    assert sorted(f.relative_to(ROOT).as_posix() for f in seen if not covered(f)) == []

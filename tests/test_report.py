@@ -1,6 +1,5 @@
 """Report stage on real mask/run files in the pipeline's layout (several methods, 2 sparsities,
 3 seeds); every number is checked against a value computed here by hand."""
-import copy
 import importlib.util
 import json
 import math
@@ -21,7 +20,7 @@ from matplotlib.image import imread
 from scipy import stats
 
 from dpai.report import (OUTPUTS, SIDE_OUTPUTS, figure_markdown, load_masks, load_runs,
-                         load_timings, metrics, plot_dpai_trajectory, plot_figure, read_params,
+                         load_timings, metrics, plot_dpai_trajectory, plot_figure,
                          results_markdown, summary_frame, write_report)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -506,28 +505,6 @@ def test_mask_report_without_flops_is_named(inputs):
     (inputs / "masks" / "snip-0.9-0.json").write_text(json.dumps(doc))
     with pytest.raises(ValueError, match=r"masks/snip-0\.9-0\.json: key 'flops' is missing"):
         load(inputs)
-
-
-@pytest.mark.parametrize("change, match", [
-    (lambda p: p.pop("sparsities"), "'sparsities' is missing"),
-    (lambda p: p.update(sparsities=[0.9, 1.5]), "1.5"),
-    (lambda p: p.update(sparsities=[0.9, 0.90]), "duplicates"),
-    (lambda p: p.update(sparsities=[]), "sparsities=\\[\\]"),
-    (lambda p: p.update(methods=["dpai", "dpai"]), "methods="),
-    (lambda p: p.update(methods=["dpai", "a.b"]), "'a.b'"),
-    (lambda p: p.update(methods=["x@y"]), "'x@y'"),
-    (lambda p: p["model"].pop("name"), "'model.name' is missing"),
-])
-def test_read_params_rejects_bad_values(change, match):
-    params = copy.deepcopy(PARAMS)
-    change(params)
-    with pytest.raises(ValueError, match=match):
-        read_params(params)
-
-
-def test_read_params_sparsities_in_order():
-    cfg = read_params({**PARAMS, "sparsities": [0.99, 0.6838, 0.9]})
-    assert cfg["sparsities"] == [0.99, 0.6838, 0.9] and cfg["methods"] == METHODS
 
 
 def tables(masks, runs, seeds=SEEDS):

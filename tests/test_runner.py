@@ -1,8 +1,8 @@
-"""dpai-repro (dpai/runner.py) on a toy DVC repo: parallel and submitit runs equal a
-sequential `dvc repro`, threads/GPUs are assigned, failures stop the DAG, and a second clone
+"""dpai-repro (dpai/pipeline/runner.py) on a toy DVC repo: parallel and submitit runs equal a
+sequential `dvc repro`, workers and GPUs are assigned, failures stop the DAG, and a second clone
 restores everything from a DVC remote's run-cache without running a stage.
 
-The runner is started from its file (runpy) rather than `python -m dpai.runner`, which would
+The runner is started from its file (runpy) rather than `python -m dpai.pipeline.runner`, which would
 import the dpai package and with it torch (10-20 s per start on the 2-core CI box); the toy
 stages need neither. The toy stages append one JSON line per run to `ran.log` (git-ignored,
 not an output), which shows what ran and with which environment.
@@ -18,9 +18,9 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNNER_PY = ROOT / "dpai" / "runner.py"
+RUNNER_PY = ROOT / "dpai" / "pipeline" / "runner.py"
 sys.path.insert(0, str(ROOT))
-from dpai import runner as runner_mod  # noqa: E402  (imports dpai, as every test file does)
+from dpai.pipeline import runner as runner_mod  # noqa: E402  (imports dpai, as every test file does)
 
 ENV = {
     **os.environ,
@@ -38,7 +38,7 @@ kind, item = sys.argv[1], sys.argv[2]
 with open("ran.log", "a") as f:
     f.write(json.dumps({"item": f"{kind}@{item}" if kind in ("a", "b") else kind,
                         **{k: os.environ.get(k) for k in
-                           ("DPAI_THREADS", "OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES")}}) + "\n")
+                           ("CUDA_VISIBLE_DEVICES",)}}) + "\n")
 time.sleep(float(os.environ.get("TOY_SLEEP", "0")))
 if os.environ.get("TOY_FAIL") == f"{kind}@{item}":
     sys.exit(3)
@@ -127,7 +127,8 @@ def outputs(repo):
 
 
 def lock(repo):
-    return yaml.safe_load((Path(repo) / "dvc.lock").read_text())
+    """dvc.lock's bytes: a parallel run must leave the very file a sequential one does."""
+    return (Path(repo) / "dvc.lock").read_bytes()
 
 
 def status(repo):
@@ -176,19 +177,35 @@ def parallel(template):
     return repo, res
 
 
-def test_worker_plan_caps_threads_and_cycles_gpus():
-    plan = runner_mod.worker_plan(4, cores=2)
-    assert [p["DPAI_THREADS"] for p in plan] == ["1"] * 4
-    assert all("CUDA_VISIBLE_DEVICES" not in p for p in plan)
-    plan = runner_mod.worker_plan(2, cores=16, gpus=["0", "1"])
-    assert [(p["DPAI_THREADS"], p["OMP_NUM_THREADS"], p["CUDA_VISIBLE_DEVICES"]) for p in plan] \
-        == [("8", "8", "0"), ("8", "8", "1")]
-    # K=2 workers per GPU: 4 workers over 2 devices, round-robin; --threads wins
-    plan = runner_mod.worker_plan(4, cores=16, threads=3, gpus=["0", "1"])
-    assert [p["CUDA_VISIBLE_DEVICES"] for p in plan] == ["0", "1", "0", "1"]
-    assert {p["DPAI_THREADS"] for p in plan} == {"3"}
+def test_workers_come_from_compute_threads_and_gpus_cycle():
+    """No thread variable reaches a stage (compute.threads, a parameter, sets its threads):
+    workers default to cores // threads, or one per GPU x K; too many threads are named."""
+    assert runner_mod.worker_plan(4) == [{}] * 4
+    # K=2 workers per GPU: 4 workers over 2 devices, round-robin
+    assert [p["CUDA_VISIBLE_DEVICES"] for p in runner_mod.worker_plan(4, ["0", "1"])] \
+        == ["0", "1", "0", "1"]
+    assert runner_mod.default_workers(16, 2, [], 1) == 8
+    assert runner_mod.default_workers(2, 2, [], 1) == 1
+    assert runner_mod.default_workers(16, 2, ["0", "1"], 2) == 4
+    assert runner_mod.oversubscribed(2, 1, 2) is None
+    assert runner_mod.oversubscribed(2, 2, 2).startswith(
+        "warning: 2 workers x compute.threads=2 = 4 threads on 2 cores")
     with pytest.raises(ValueError, match="workers"):
-        runner_mod.worker_plan(0, cores=2)
+        runner_mod.worker_plan(0)
+
+
+def test_lock_entries_take_the_sequential_order(tmp_path):
+    """Entries there before keep their place, new ones follow in planning order, whatever
+    order the workers finished in; every entry's text is kept."""
+    entry = "  {}:\n    cmd: python step.py {}\n    outs:\n    - path: out/{}.txt\n      md5: 0{}\n"
+    body = lambda names: "schema: '2.0'\nstages:\n" + "".join(  # noqa: E731
+        entry.format(n, n, n, i) for i, n in enumerate(names))
+    (tmp_path / "dvc.lock").write_text(body(["old", "b@2", "agg", "b@1"]))
+    runner_mod.order_lock(tmp_path, ["b@1", "b@2", "agg"], before=["old"])
+    assert runner_mod.lock_stages(tmp_path) == ["old", "b@1", "b@2", "agg"]
+    text = (tmp_path / "dvc.lock").read_text()
+    assert "  b@1:\n    cmd: python step.py b@1\n    outs:\n    - path: out/b@1.txt\n      md5: 03\n" \
+        in text
 
 
 def test_lock_errors_are_recognised():
@@ -198,6 +215,7 @@ def test_lock_errors_are_recognised():
     assert not runner_mod._lock_error("the GPU is busy")  # a stage's own output
 
 
+@pytest.mark.slow  # a toy DVC repo end to end
 def test_parallel_equals_sequential(parallel, sequential):
     repo, res = parallel
     assert sorted(r["item"] for r in ran(repo)) == sorted(ITEMS), res.stderr
@@ -214,6 +232,7 @@ def test_parallel_equals_sequential(parallel, sequential):
         < min(order.index(i) for i in ITEMS if i.startswith("b@"))
 
 
+@pytest.mark.slow  # a toy DVC repo end to end
 def test_parallel_rerun_runs_nothing(parallel):
     repo, _ = parallel
     before = ran(repo)
@@ -222,31 +241,31 @@ def test_parallel_rerun_runs_nothing(parallel):
     assert "0 item(s) run" in res.stderr
 
 
-def test_threads_capped_and_gpus_round_robin(parallel):
+@pytest.mark.slow  # a toy DVC repo end to end
+def test_gpus_round_robin(parallel):
     repo, _ = parallel
-    threads = str(max(1, runner_mod.cpu_count() // 2))
     records = ran(repo)
-    assert {(r["DPAI_THREADS"], r["OMP_NUM_THREADS"]) for r in records} == {(threads, threads)}
     assert {r["CUDA_VISIBLE_DEVICES"] for r in records} == {"0", "1"}
     for kind in "ab":  # each 2-item phase used both devices
         assert {r["CUDA_VISIBLE_DEVICES"] for r in records if r["item"].startswith(kind)} \
             == {"0", "1"}
 
 
+@pytest.mark.slow  # a toy DVC repo end to end
 def test_dry_run_lists_phases(sequential, tmp_path):
     repo = copy(sequential, tmp_path / "dry")
     (repo / "params.yaml").write_text("methods: [m1, m2]\nseeds: [0]\nscale: 4\n")
     before = ran(repo)
     dry = repro("--dry-run", "-j", "2", "--gpus", "none", cwd=repo)
     lines = dry.stdout.splitlines()
-    assert lines[0] == "4 phases; 2 worker(s), " \
-        f"{max(1, runner_mod.cpu_count() // 2)} thread(s) each"
+    assert lines[0] == "4 phases; 2 worker(s), 1 thread(s) each (compute.threads)"
     assert lines[1:4] == ["phase 1/4 [prep]: 1 pending", "  prep",
                           "phase 2/4 [a@*]: 0 pending, 2 more if their inputs change"]
     assert "  b@m2-0 (after upstream)" in lines and "  agg (after upstream)" in lines
     assert ran(repo) == before  # a dry run runs nothing
 
 
+@pytest.mark.slow  # a toy DVC repo end to end
 def test_failed_item_stops_downstream(template):
     repo = copy(template, template.parent / "fail")
     res = repro("-j", "2", cwd=repo, check=False, env={**ENV, "TOY_FAIL": "a@m2-0"})
@@ -270,6 +289,7 @@ def submitted(template, tmp_path_factory):
     return repo, store, res
 
 
+@pytest.mark.slow  # a toy DVC repo end to end
 def test_submitit_local_equals_sequential(submitted, sequential):
     repo, _, res = submitted
     assert sorted(r["item"] for r in ran(repo)) == sorted(ITEMS), res.stderr
@@ -280,10 +300,11 @@ def test_submitit_local_equals_sequential(submitted, sequential):
     assert list((repo / ".dvc/tmp/dpai-repro/submitit").iterdir())  # submitit's job folders
 
 
+@pytest.mark.slow  # a toy DVC repo end to end
 def test_clone_restores_from_remote(submitted, sequential, tmp_path):
     repo, _, _ = submitted
     sh("git", "add", "-A", cwd=repo)  # code, params, dvc.lock and the remote's config
-    sh("git", "commit", "-q", "-m", "results", cwd=repo)
+    sh("git", "commit", "-q", "--allow-empty", "-m", "results", cwd=repo)
     # another machine with the committed dvc.lock: pull, then repro finds nothing to do
     clone = tmp_path / "clone"
     sh("git", "clone", "-q", repo, clone, cwd=tmp_path)
@@ -296,6 +317,7 @@ def test_clone_restores_from_remote(submitted, sequential, tmp_path):
     assert status(clone) == {}
 
 
+@pytest.mark.slow  # a toy DVC repo end to end
 def test_clone_without_lock_restores_from_run_cache(submitted, sequential, tmp_path):
     """Only the run-cache the jobs pushed can tell a clone without dvc.lock that the stages
     already ran: `dvc repro --pull` restores each one from it instead of running it."""
@@ -324,40 +346,31 @@ def _slurm_up():
 def test_submitit_slurm_equals_sequential(template, sequential):
     """Through a real SLURM (one job array per phase) when this machine has one."""
     repo = copy(template, template.parent / "slurm")
-    res = repro("--executor", "submitit", "--cluster", "slurm", "-j", "2", "--threads", "1",
+    res = repro("--executor", "submitit", "--cluster", "slurm", "-j", "2",
                 "--timeout-min", "10", cwd=repo)
     assert "submitit/slurm" in res.stderr
     assert sorted(r["item"] for r in ran(repo)) == sorted(ITEMS)
-    assert {r["DPAI_THREADS"] for r in ran(repo)} == {"1"}
     assert outputs(repo) == outputs(sequential)
     assert lock(repo) == lock(sequential)
     assert status(repo) == {}
 
 
 def test_params_validated_before_any_work(tmp_path, monkeypatch, capsys):
-    import types
-
-    import dpai
-
-    calls = []
-
-    def validate(params):
-        calls.append(params)
-        if params["train"]["epochs"] < 1:
-            raise ValueError("train.epochs: -1 is not allowed (must be an integer >= 1)")
-        return params
-
-    fake = types.ModuleType("dpai.config")
-    fake.validate = validate
-    monkeypatch.setitem(sys.modules, "dpai.config", fake)
-    monkeypatch.setattr(dpai, "config", fake, raising=False)
+    """The whole params.yaml (dpai.pipeline.validate) before anything else; the thread
+    count then sizes the workers, with a warning when they oversubscribe the cores."""
     monkeypatch.chdir(tmp_path)  # no DVC repo here: any work would fail differently
     (tmp_path / "params.yaml").write_text("train:\n  epochs: -1\n")
     assert runner_mod.main(["--dry-run"]) == 2
-    assert capsys.readouterr().err.strip() == \
-        "error: train.epochs: -1 is not allowed (must be an integer >= 1)"
-    assert calls == [{"train": {"epochs": -1}}]
-    (tmp_path / "params.yaml").write_text("train:\n  epochs: 3\n")
-    assert runner_mod.main(["--dry-run"]) == 2  # valid: goes on and finds no pipeline
-    assert "cannot read the DVC pipeline" in capsys.readouterr().err
-    assert runner_mod.main(["--dry-run", "--no-validate"]) == 2 and len(calls) == 2
+    assert capsys.readouterr().err.strip() == "error: sparsity is missing from params.yaml"
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["train"]["epochs"] = -1
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    assert runner_mod.main(["--dry-run"]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: train.epochs=-1 is invalid")
+    params["train"]["epochs"] = 20
+    params["compute"]["threads"] = runner_mod.cpu_count()
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    assert runner_mod.main(["--dry-run", "-j", "2"]) == 2  # valid: goes on, finds no pipeline
+    err = capsys.readouterr().err
+    assert "cannot read the DVC pipeline" in err and err.startswith("warning: 2 workers x ")
+    assert runner_mod.main(["--dry-run", "--no-validate"]) == 2

@@ -5,9 +5,9 @@ import torch
 from torch import nn
 
 import dpai
-from dpai.pruners.grasp import grasp_scores
-from dpai.pruners.scoring import micro_batches, working_copy
-from dpai.pruners.snip import snip_scores
+from dpai.methods.grasp import grasp_scores
+from dpai.methods.scoring import micro_batches, working_copy
+from dpai.methods.snip import snip_scores
 
 torch.set_num_threads(1)
 RTOL, ATOL = 1e-4, 1e-9  # float32 sums in another order; scores are ~1e-3..1e-8

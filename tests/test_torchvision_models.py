@@ -17,7 +17,7 @@ What runs where (CI budget: the default loop takes about 4 minutes on 2 shared c
 Input: 32x32, except alexnet (64: smallest its pooling accepts), inception_v3 (96: 75 is its
 minimum), maxvit_t (224: its window partitions need a multiple of 224 here) and vit_h_14 (224:
 the 14-pixel patches need a multiple of 14; 224 is the size it is built for).
-PHEW walks the model's traced unit graph (dpai.unit_graph), a grouped or depthwise convolution
+PHEW walks the model's traced unit graph (dpai.paths.units), a grouped or depthwise convolution
 through its groups' blocks; NPB solves one program per group (a depthwise kernel takes its
 group's budget)."""
 import math
@@ -97,6 +97,7 @@ def check_topology(model, mask, name):
     return topo
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SMALL)
 def test_every_method_small_builders(name):
     methods = [m for m in dpai.METHODS if m != "npb" or name in NPB_FAST]

@@ -6,9 +6,9 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 import dpai
-from dpai.mask import Mask
+from dpai.core.mask import Mask
 from dpai.models import prunable_layers
-from dpai.train import TrainConfig, train
+from dpai.training import TrainConfig, train
 
 torch.set_num_threads(1)
 

@@ -13,7 +13,7 @@ user's own ILSVRC2012 archives, streamed through a DataLoader).
 from .fetch import ChecksumError
 from .prepare import channel_stats, load, prepare
 from .readers import reorganize_tiny_imagenet_val
-from .scoring import ScoringSample, scoring_batches
+from .sample import ScoringSample, scoring_batches
 from .specs import DATASETS, DatasetSpec
 from .tensors import Data
 

@@ -14,7 +14,7 @@ from torchvision import transforms as T
 from torchvision.datasets import ImageNet
 from torchvision.datasets.imagenet import ARCHIVE_META, META_FILE
 
-from ..io import write_json
+from ..files.atomic import write_json
 from .tensors import check_batch_size, check_generator
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]  # torchvision's, not recomputed

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ..io import clean_stale, temp_folder, write_json
+from ..files.atomic import clean_stale, temp_folder, write_json
 from .fetch import extract, fetch, file_hashes, local_path
 from .readers import READERS, read_digits
 from .specs import get_spec

@@ -23,7 +23,7 @@ from .vit import vit_tiny
 
 MODELS = {"resnet20": resnet20, "vgg19_bn": vgg19_bn, "resnet18": resnet18, "vit_tiny": vit_tiny}
 
-# reference initialisation per model (dpai-method.md section 8)
+# reference initialisation per model (docs/faithfulness.md; the authors' code, github QuanNguyen-Tri/DPaI)
 INIT = {"resnet20": "kaiming_normal", "vgg19_bn": "kaiming_normal", "resnet18": "kaiming_uniform",
         "vit_tiny": "kaiming_normal"}
 
@@ -44,7 +44,7 @@ def init_weights(model: nn.Module, init: str) -> None:
 
 
 TORCHVISION = "torchvision:"
-# which weights are prunable (dpai-method.md "Terms" and section 8):
+# which weights are prunable (docs/faithfulness.md):
 # - "default": the weight of every nn.Conv2d (grouped and depthwise included) and nn.Linear,
 #   plus the input projection of every nn.MultiheadAttention (`in_proj_weight`, a raw
 #   parameter of the attention module, not a Linear; q, k, v rows together);

@@ -13,7 +13,7 @@ A comparison across experiments is `dvc exp show` / `dvc exp diff` on reports/me
 from .build import OUTPUTS, SIDE_OUTPUTS, write_report
 from .figure import figure_csv, figure_frame, figure_latex, figure_markdown, plot_figure
 from .inputs import (MASK_FILE, RUN_FILE, TIMING_FILE, item_name, load_masks, load_runs,
-                     load_timings, mask_path, read_params, run_path, sparsity_name, timing_path)
+                     load_timings, mask_path, run_path, sparsity_name, timing_path)
 from .plots import (plot_dpai_trajectory, plot_layer_density, plot_layer_nodes,
                     plot_training_curves, training_curves)
 from .render import sparsity_label
@@ -24,7 +24,7 @@ from .timings import timings_csv, timings_frame, timings_markdown
 __all__ = ["OUTPUTS", "SIDE_OUTPUTS", "REFERENCE", "MASK_FILE", "RUN_FILE", "TIMING_FILE",
            "write_report", "load_masks", "load_runs", "load_timings", "mask_path", "run_path",
            "timing_path", "item_name", "sparsity_name", "sparsity_key", "sparsity_label",
-           "read_params", "results_frame", "summary_frame", "results_markdown", "results_latex",
+           "results_frame", "summary_frame", "results_markdown", "results_latex",
            "results_csv", "metrics", "welch_p", "figure_frame", "figure_markdown",
            "figure_latex", "figure_csv", "plot_figure", "training_curves",
            "plot_layer_density", "plot_layer_nodes", "plot_dpai_trajectory",

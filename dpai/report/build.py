@@ -1,7 +1,7 @@
 """Write every report file of one setting into a folder (what `stages/report.py` produces)."""
 from pathlib import Path
 
-from ..io import write_json, write_text
+from ..files.atomic import write_json, write_text
 from . import plots
 from .figure import figure_csv, figure_latex, figure_markdown, plot_figure
 from .inputs import check_method_names

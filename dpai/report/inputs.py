@@ -9,7 +9,7 @@ import json
 import math
 from pathlib import Path
 
-from ..names import (MASK_FILE, RUN_FILE, TIMING_FILE, TIMING_STAGES,  # noqa: F401
+from ..pipeline.names import (MASK_FILE, RUN_FILE, TIMING_FILE, TIMING_STAGES,  # noqa: F401
                      item_name, mask_path, run_path, sparsity_name, timing_path)
 
 # Stale files from another sparsity are caught by comparing against the params; the slack
@@ -38,38 +38,6 @@ def check_method_names(methods) -> None:
         if "." in method or "@" in method:
             raise ValueError(f"methods: {method!r} cannot be a metrics key: names must not "
                              f"contain '.' or '@'")
-
-
-def read_params(params: dict) -> dict:
-    """The report's settings from a loaded params.yaml: methods, sparsities (floats, in params
-    order), seeds, dataset, model."""
-    def get(dotted):
-        node = params
-        for key in dotted.split("."):
-            if not isinstance(node, dict) or key not in node:
-                raise ValueError(f"params: key {dotted!r} is missing")
-            node = node[key]
-        return node
-
-    sparsities, methods, seeds = get("sparsities"), get("methods"), get("seeds")
-    if not isinstance(sparsities, list) or not sparsities:
-        raise ValueError(f"params: sparsities={sparsities!r} is not a non-empty list of numbers "
-                         f"in (0, 1)")
-    for s in sparsities:
-        if not _is_number(s) or not 0 < s < 1:
-            raise ValueError(f"params: sparsities contains {s!r}, not a number in (0, 1)")
-    if len({float(s) for s in sparsities}) < len(sparsities):
-        raise ValueError(f"params: sparsities={sparsities!r} has duplicates")
-    if not isinstance(methods, list) or not methods or len(set(methods)) < len(methods) \
-            or not all(isinstance(m, str) and m for m in methods):
-        raise ValueError(f"params: methods={methods!r} is not a non-empty list of distinct names")
-    check_method_names(methods)
-    if not isinstance(seeds, list) or not seeds or len(set(seeds)) < len(seeds) \
-            or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        raise ValueError(f"params: seeds={seeds!r} is not a non-empty list of distinct integers")
-    return {"methods": list(methods), "sparsities": [float(s) for s in sparsities],
-            "seeds": list(seeds), "dataset": str(get("data.dataset")),
-            "model": str(get("model.name"))}
 
 
 def _load(path: Path, what: str) -> dict:

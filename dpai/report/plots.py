@@ -11,7 +11,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from ..io import atomic_write
+from ..files.atomic import atomic_write
 from .render import sparsity_label
 from .results import REFERENCE
 
