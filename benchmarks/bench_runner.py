@@ -1,5 +1,5 @@
 """Wall time of the toy DVC pipeline of tests/test_runner.py: plain sequential `dvc repro` vs
-`dpai-repro -j N` (same repo, copied), and whether the two dvc.lock files agree.
+`dpai-repro -j N` (same repo, copied), and whether the two dvc.lock files are the same bytes.
 
     python benchmarks/bench_runner.py --seeds 0 1 --sleep 3 -j 2 [--table PATH]
 
@@ -51,7 +51,7 @@ def main():
         t_par = timed([sys.executable, "-c", code, str(RUNNER_PY), "--no-validate",
                        "-j", str(args.jobs)], par, env)
         emit(["toy items", "sleep per stage (s)", "load average", "dvc repro (s)", "jobs N",
-              "dpai-repro -j N (s)", "same dvc.lock (parsed)"],
+              "dpai-repro -j N (s)", "same dvc.lock (bytes)"],
              [[n, f"{args.sleep:g}", f"{os.getloadavg()[0]:.1f}", secs(t_seq), args.jobs,
                secs(t_par), lock(seq) == lock(par)]], args.table)
 

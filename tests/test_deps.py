@@ -47,6 +47,15 @@ def _package_of(path: Path, root: Path) -> str:
     return name if path.name == "__init__.py" else name.rpartition(".")[0]
 
 
+def _from_module(node: ast.ImportFrom, path: Path, root: Path) -> str:
+    """The absolute module name of `from <module> import ...` in `path`."""
+    if not node.level:
+        return node.module
+    base = _package_of(path, root).split(".")
+    base = base[:len(base) - node.level + 1]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
 def _is_dynamic(node: ast.Call) -> bool:
     f = node.func
     return (isinstance(f, ast.Attribute) and f.attr == "import_module") or (
@@ -76,12 +85,7 @@ def imports(path: Path, root: Path = ROOT) -> tuple[set, bool, set]:
                 else:
                     bound[alias.asname] = alias.name
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = _package_of(path, root).split(".")
-                base = base[:len(base) - node.level + 1]
-                mod = ".".join(base + ([node.module] if node.module else []))
-            else:
-                mod = node.module
+            mod = _from_module(node, path, root)
             names.add(mod)
             for alias in node.names:
                 if module_file(f"{mod}.{alias.name}", root) is not None:
@@ -147,26 +151,27 @@ def superfluous(files: set[Path], deps: list[str], root: Path = ROOT) -> list[st
                                        for r in rels)]
 
 
+def stage_files(stage: str) -> set[Path]:
+    return closure(ROOT / "stages" / f"{stage}.py")
+
+
 @pytest.mark.parametrize("stage", STAGES)
 def test_every_imported_file_is_a_dep(stage):
-    files = closure(ROOT / "stages" / f"{stage}.py")
-    missing = uncovered(files, code_deps(stage))
+    missing = uncovered(stage_files(stage), code_deps(stage))
     assert not missing, f"stage {stage!r} imports {missing}, which dvc.yaml does not list " \
                         f"in its deps"
 
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_every_code_dep_is_imported(stage):
-    files = closure(ROOT / "stages" / f"{stage}.py")
-    extra = superfluous(files, code_deps(stage))
+    extra = superfluous(stage_files(stage), code_deps(stage))
     assert not extra, f"stage {stage!r} lists {extra} in its deps but imports nothing there " \
                       f"(edits there would rerun it for nothing)"
 
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_dropping_any_dependency_is_caught(stage):
-    files = closure(ROOT / "stages" / f"{stage}.py")
-    deps = code_deps(stage)
+    files, deps = stage_files(stage), code_deps(stage)
     for dep in deps:
         assert uncovered(files, [d for d in deps if d != dep]), \
             f"dropping {dep!r} from stage {stage!r} would go unnoticed"
@@ -175,8 +180,8 @@ def test_dropping_any_dependency_is_caught(stage):
 def test_stages_import_only_what_they_run():
     """The mask stage never loads training code and the train stage never loads a method:
     editing one reruns only the stages that run it."""
-    mask = {f.relative_to(ROOT).as_posix() for f in closure(ROOT / "stages/mask.py")}
-    train = {f.relative_to(ROOT).as_posix() for f in closure(ROOT / "stages/train.py")}
+    mask = {f.relative_to(ROOT).as_posix() for f in stage_files("mask")}
+    train = {f.relative_to(ROOT).as_posix() for f in stage_files("train")}
     assert not [f for f in mask if f.startswith(("dpai/training/", "dpai/report/"))], mask
     assert not [f for f in train if f.startswith(("dpai/methods/", "dpai/paths/",
                                                   "dpai/report/"))], train
@@ -220,12 +225,7 @@ def edges(path: Path, root: Path = ROOT) -> set[str]:
         if isinstance(node, ast.Import):
             out |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = _package_of(path, root).split(".")
-                base = base[:len(base) - node.level + 1]
-                mod = ".".join(base + ([node.module] if node.module else []))
-            else:
-                mod = node.module
+            mod = _from_module(node, path, root)
             subs = {f"{mod}.{a.name}" for a in node.names
                     if module_file(f"{mod}.{a.name}", root) is not None}
             out |= subs or {mod}

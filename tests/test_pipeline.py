@@ -15,6 +15,9 @@ from pipeline_repo import DVC, make_repo, ran, run
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pipeline")]
 
 METHODS = ["dpai", "random_erk", "snip"]
+# `dvc exp run` composes params.yaml from conf/ again: the repo's settings go with every call
+# (compute.threads included: another thread count reruns every stage, as it should)
+SETTING = f"-S preset=tiny -S 'methods=[{','.join(METHODS)}]' -S compute.threads=1"
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +85,7 @@ def test_adding_a_seed_runs_only_that_seeds_items(repo):
 
 
 def test_another_sparsity_reruns_only_its_items(repo):
-    out = run(f"{DVC} exp run -S preset=tiny -S 'methods=[{','.join(METHODS)}]' "
-              f"-S sparsity=0.98", repo).stdout
+    out = run(f"{DVC} exp run {SETTING} -S sparsity=0.98", repo).stdout
     assert set(ran(out)) == {"check", "report"} | items("mask", METHODS, ["0.98"], [0]) \
         | items("train", METHODS, ["0.98"], [0]), out[-4000:]
     metrics = json.loads((repo / "reports/metrics.json").read_text())
@@ -94,8 +96,8 @@ def test_another_sparsity_reruns_only_its_items(repo):
 
 def test_paper_sweep_gives_the_figure_and_a_second_repro_runs_nothing(repo):
     levels = ["0.6838", "0.9", "0.9684", "0.99"]
-    out = run(f"{DVC} exp run -S preset=tiny -S 'methods=[dpai,random_erk]' -S sweep=paper",
-              repo).stdout
+    out = run(f"{DVC} exp run -S preset=tiny -S 'methods=[dpai,random_erk]' -S compute.threads=1 "
+              f"-S sweep=paper", repo).stdout
     assert items("train", ["dpai", "random_erk"], levels[:3], [0]) <= set(ran(out))
     assert "data" not in ran(out)
     for name in ("figure.md", "figure.csv", "figure.tex", "figure.png"):

@@ -10,7 +10,7 @@ import yaml
 import dpai
 from pipeline_repo import DVC, make_repo, run, tree_digest
 
-BASE = ("-S preset=tiny", "-S 'methods=[random_erk]'")
+BASE = ("-S preset=tiny", "-S 'methods=[random_erk]'", "-S compute.threads=1")
 
 # (override as typed after -S, the error line's expected start, words it must contain)
 BAD = [
