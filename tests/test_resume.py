@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from pipeline_repo import DVC, ENV, make_repo, ran, run
@@ -42,6 +43,24 @@ def kill_when(proc: subprocess.Popen, condition, timeout: float = 300.0,
     time.sleep(delay)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    # a killed process stays a zombie until init reaps it (0.5-2 s here), and DVC counts a
+    # zombie as alive: a rerun started at once found the stage's data "busy" (its rwlock).
+    # The group's members are looked up after the kill, so the kill lands without delay.
+    deadline = time.monotonic() + 30
+    while _in_group(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _in_group(pgid: int) -> list[int]:
+    """The processes (zombies included) of process group `pgid`."""
+    out = []
+    for pid in psutil.pids():
+        try:
+            if os.getpgid(pid) == pgid:
+                out.append(pid)
+        except (ProcessLookupError, PermissionError):
+            continue
+    return out
 
 
 def no_partial_outputs(repo: Path) -> None:
