@@ -3,7 +3,6 @@
 emit(header, rows): it prints the table, and with --table PATH appends it to that Markdown file."""
 import datetime
 import os
-import platform
 import shlex
 import sys
 from pathlib import Path
@@ -12,10 +11,8 @@ from pathlib import Path
 def machine(device=None) -> str:
     """CPU model, usable cores, torch and its CPU capability, the GPU on CUDA; no host name."""
     import torch
-    info = Path("/proc/cpuinfo").read_text() if os.path.exists("/proc/cpuinfo") else ""
-    cpu = [ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")]
-    parts = [(cpu or [platform.processor() or platform.machine()])[0],
-             f"{len(os.sched_getaffinity(0))} cores", f"torch {torch.__version__}",
+    from dpai.core.device import cpu_model
+    parts = [cpu_model(), f"{len(os.sched_getaffinity(0))} cores", f"torch {torch.__version__}",
              torch.backends.cpu.get_cpu_capability()]
     if str(device).startswith("cuda"):
         parts.append(torch.cuda.get_device_name(device))

@@ -17,7 +17,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the stages work from a checkout even without `pip install -e .`
 
-from dpai.core.device import resolve_device  # noqa: E402
+from dpai.core.device import cpu_model, resolve_device  # noqa: E402
 from dpai.files.atomic import clean_stale, write_json  # noqa: E402
 from dpai.files.checkpoint import Checkpoint, file_digest, source_digest  # noqa: E402
 from dpai.models import create_model  # noqa: E402
@@ -120,18 +120,6 @@ def environment(device, **extra) -> dict:
     even between two AVX-512 ones, e.g. with and without AMX)."""
     return {"torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads(),
             **extra, "cpu": torch.backends.cpu.get_cpu_capability(), "cpu_model": cpu_model()}
-
-
-def cpu_model() -> str:
-    """The processor's model name (Linux /proc/cpuinfo; elsewhere platform's), never a host."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-    return platform.processor() or platform.machine()
 
 
 def checkpoint(stage: str, name: str, key: dict, every: int) -> Checkpoint:

@@ -36,12 +36,15 @@ def run(model, method, sparsity, data, seed=0, **params):
 
 
 def test_registered_with_params():
-    assert {"snip", "iter_snip", "grasp"} <= dpai.DATA_DRIVEN
-    assert not {"magnitude", "synflow"} & dpai.DATA_DRIVEN
-    assert dpai.method_params("iter_snip") == {"rounds": 60, "scoring_batch_size": None}
+    assert {"snip", "iter_snip", "grasp", "px"} <= dpai.DATA_DRIVEN
+    assert not {"magnitude", "synflow", "ntk_sap"} & dpai.DATA_DRIVEN
+    # the NPB harness's scoring mode by default; iterative SNIP nested
+    assert dpai.method_params("iter_snip") == {"rounds": 60, "scoring_mode": "eval",
+                                               "scoring_batch_size": None, "readmit": False}
     assert dpai.method_params("synflow") == {"rounds": 100}
-    assert dpai.method_params("grasp") == {"temperature": 200.0, "scoring_batch_size": None}
-    assert dpai.method_params("snip") == {"scoring_batch_size": None}
+    assert dpai.method_params("grasp") == {"temperature": 200.0, "scoring_mode": "eval",
+                                           "scoring_batch_size": None}
+    assert dpai.method_params("snip") == {"scoring_mode": "eval", "scoring_batch_size": None}
 
 
 def test_magnitude_keeps_largest_weights(data):

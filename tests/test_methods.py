@@ -12,7 +12,8 @@ import dpai
 from dpai.methods import registry
 
 # fewer iterations than the defaults: counts and determinism do not depend on them
-FAST = {"dpai": {"steps": 5}, "iter_snip": {"rounds": 3}, "synflow": {"rounds": 3}}
+FAST = {"dpai": {"steps": 5}, "iter_snip": {"rounds": 3}, "synflow": {"rounds": 3},
+        "ntk_sap": {"rounds": 2, "draws": 1}, "px": {"rounds": 2}}
 LAYER_WISE = {"dpai": dpai.erk_budget, "random_erk": dpai.erk_budget, "npb": dpai.erk_budget,
               "random_uniform": dpai.uniform_budget}
 METHODS = sorted(dpai.METHODS)

@@ -50,10 +50,11 @@ def off_walk(mask, names):
 def test_registered_data_free_with_params():
     assert {"phew", "npb"} <= set(dpai.METHODS)
     assert not {"phew", "npb"} & dpai.DATA_DRIVEN
-    assert dpai.method_params("phew") == {"tap": "uniform"}
+    assert dpai.method_params("phew") == {"tap": "reference", "shortcut": "reference"}
     assert dpai.method_params("npb") == {"alpha": 0.01, "beta": 1.0, "chunk_size": 32,
                                          "max_taps": None, "time_limit": 10.0,
-                                         "effective_only": False, "fine_tune": "conv"}
+                                         "effective_only": False, "fine_tune": "conv",
+                                         "path_norm": "reference"}
 
 
 def test_npb_programs_are_solved_to_optimality():
@@ -116,7 +117,7 @@ def test_phew_routes_resnet_shortcuts():
     identity shortcut is not a route (the walk crosses the block's convs); backward walks
     mirror this."""
     model = small_model()
-    walker = _Walker(model, 100, 0, "uniform")
+    walker = _Walker(model, 100, 0, "uniform", "traced")
     assert walker.next_layers("layers.0.2.conv2") == {"layers.1.0.conv1": 0.5,
                                                       "layers.1.0.shortcut.0": 0.5}
     assert walker.next_layers("layers.0.1.conv2") == {"layers.0.2.conv1": 1.0}
@@ -130,6 +131,24 @@ def test_phew_routes_resnet_shortcuts():
     assert {walker.names[i] for i in back.node.tolist()} == {"layers.0.1.conv2"}
     mask = dpai.prune(model, "phew", 0.99, seed=0)
     assert mask["layers.1.0.shortcut.0"].sum() > 0 and mask["layers.1.0.conv1"].sum() > 0
+
+
+def test_phew_reference_shortcut_branches_one_layer_early():
+    """shortcut="reference": the walk leaving the conv before the block input chooses, and
+    carries its unit into the shortcut; the block input then always goes to the main convs;
+    backward walks are the traced ones."""
+    model = small_model()
+    walker = _Walker(model, 100, 0, "uniform", "reference")
+    traced = _Walker(model, 100, 0, "uniform", "traced")
+    for stage in (0, 1):
+        before, last = f"layers.{stage}.2.conv1", f"layers.{stage}.2.conv2"
+        shortcut, first = f"layers.{stage + 1}.0.shortcut.0", f"layers.{stage + 1}.0.conv1"
+        assert walker.next_layers(before) == {last: 0.5, shortcut: 0.5}
+        assert walker.next_layers(last) == {first: 1.0}
+    assert walker.next_layers("layers.0.1.conv2") == {"layers.0.2.conv1": 1.0}
+    for i, choice in walker.backward.items():
+        assert torch.equal(choice.node, traced.backward[i].node)
+        assert torch.equal(choice.prob, traced.backward[i].prob)
 
 
 def test_phew_vit_keeps_no_query_key_weight():
@@ -234,7 +253,7 @@ def test_phew_crosses_a_dense_attention_projection():
     model = ClassTokenAttention()
     model.prune = "linear"
     assert "attn.in_proj_weight" not in dpai.prunable_layers(model)
-    walker = _Walker(model, 10, 0, "uniform")
+    walker = _Walker(model, 10, 0, "uniform", "traced")
     assert walker.next_layers("patch") == {"attn.out_proj": 1.0}
     assert walker.next_layers("attn.out_proj") == {"fc": 1.0}
     for seed in range(3):

@@ -615,3 +615,22 @@ def test_dead_mask_no_paths_renders(inputs, tmp_path):
     summary = summary_frame(masks, runs)
     plot_figure(summary, tmp_path / "f.png", dataset="cifar10", model="resnet20")
     assert imread(tmp_path / "f.png").shape[:2] == (552, 1800)
+
+
+def test_figure_tells_twelve_methods_apart(monkeypatch, tmp_path):
+    """Past matplotlib's ten colours (twelve methods with NTK-SAP and PX) every line still
+    has its own colour and marker pair."""
+    from dpai.report import figure
+    methods = [f"m{i}" for i in range(12)]
+    summary = pd.DataFrame({"method": methods, "sparsity": 0.99, "final_test_acc_mean": 50.0,
+                            "final_test_acc_std": 1.0, "p_value_vs_dpai": float("nan"),
+                            **{c: 1.0 for c in figure.CSV_COLUMNS
+                               if c not in ("method", "sparsity", "final_test_acc_mean",
+                                            "final_test_acc_std", "p_value_vs_dpai", "density",
+                                            "best_in_column", "significant_vs_dpai")}})
+    drawn = {}
+    monkeypatch.setattr(figure, "save_figure", lambda fig, path: drawn.setdefault("fig", fig))
+    figure.plot_figure(summary, tmp_path / "f.png", dataset="d", model="m")
+    lines = drawn["fig"].axes[1].get_lines()
+    styles = {(line.get_color(), line.get_marker()) for line in lines}
+    assert len(lines) == 12 and len(styles) == 12

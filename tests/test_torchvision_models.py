@@ -29,7 +29,7 @@ import dpai
 from dpai.models import torchvision_models
 
 CHEAP = {"dpai": {"steps": 2}, "synflow": {"rounds": 2}, "iter_snip": {"rounds": 2},
-         "npb": {"time_limit": 2.0}}
+         "npb": {"time_limit": 2.0}, "ntk_sap": {"rounds": 2, "draws": 1}, "px": {"rounds": 2}}
 SIZES = {"alexnet": 64, "inception_v3": 96, "maxvit_t": 224, "vit_h_14": 224}
 SPARSITY = 0.9
 SMALL = ["squeezenet1_1", "shufflenet_v2_x0_5", "mnasnet0_5", "mobilenet_v3_small",
@@ -110,6 +110,23 @@ def test_path_network_families(name):
     model = build(name)
     check_topology(model, dpai.prune(model, "random_erk", SPARSITY, seed=0), name)
     check_phew_walks(model, dpai.prune(model, "phew", SPARSITY, seed=0), name)
+
+
+@pytest.mark.parametrize("name", ["shufflenet_v2_x0_5", "mnasnet0_5"])
+def test_snip_keeps_paths_in_the_default_scoring_mode(name):
+    """SNIP at 90 % scores with BatchNorm in eval mode by default (the NPB harness): on these
+    32x32 builders the mask keeps input-output paths. In train mode (batch statistics) SNIP
+    keeps no weight of shufflenet's last 1x1 conv (conv5.0), so no path survives there."""
+    model = build(name)
+    g = torch.Generator().manual_seed(0)
+    data = [(torch.randn(100, 3, 32, 32, generator=g), torch.arange(100) % 10)]
+    default = dpai.prune(model, "snip", SPARSITY, seed=0, data=data)
+    assert default.info["params"]["scoring_mode"] == "eval"
+    check_topology(model, default, name)
+    if name == "shufflenet_v2_x0_5":
+        train = dpai.prune(model, "snip", SPARSITY, seed=0, data=data, scoring_mode="train")
+        assert int(train["conv5.0"].sum()) == 0
+        assert dpai.topology(model, train)["effective_nodes"] == 0
 
 
 def test_every_builder_is_listed():

@@ -1,4 +1,7 @@
-"""Device choice: `auto` is CUDA when available, else CPU."""
+"""Device choice: `auto` is CUDA when available, else CPU; the CPU's model name for records."""
+import platform
+from pathlib import Path
+
 import torch
 
 from .rules import Rule
@@ -20,3 +23,16 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 def model_device(model) -> torch.device:
     return next(model.parameters()).device
+
+
+def cpu_model() -> str:
+    """The processor's model name (Linux /proc/cpuinfo; elsewhere platform's), never a host.
+    Recorded with results: the CPU kind changes float results, and torch's dispatch level
+    alone does not tell two AVX-512 processors apart."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -5,7 +5,8 @@ from .registry import (DATA_DRIVEN, METHODS, method_params, options, options_cla
                        register)
 
 # registration happens on import
-from . import dpai_method, grasp, magnitude, npb, phew, random_masks, snip, synflow  # noqa: E402,F401
+from . import (dpai_method, grasp, magnitude, npb, ntk_sap, phew, px,  # noqa: E402,F401
+               random_masks, snip, synflow)
 
 __all__ = ["METHODS", "DATA_DRIVEN", "prune", "register", "method_params", "options",
            "options_class"]

@@ -18,8 +18,8 @@ from ..core.budget import global_budget
 from ..core.device import model_device
 from ..core.mask import Mask
 from .registry import register
-from .scoring import (batches_on, check_scoring_batch_size, data_info, loss_grads,
-                      micro_batches, weights, working_copy)
+from .scoring import (SCORING_MODE, batches_on, check_scoring_batch_size, data_info,
+                      loss_grads, micro_batches, weights, working_copy)
 from ..core.select import global_topk
 
 
@@ -81,16 +81,17 @@ def grasp_scores(work, batches, temperature: float = 200.0) -> dict[str, torch.T
 
 
 @register("grasp", needs_data=True, rules={
-    "temperature": rules.real(0, lo_open=True),
+    "temperature": rules.real(0, lo_open=True), "scoring_mode": SCORING_MODE,
     "scoring_batch_size": rules.optional(rules.integer(1))})
 def grasp(model, sparsity, *, seed, data=None, temperature: float = 200.0,
-          scoring_batch_size=None):
-    """scoring_batch_size: images per double-backward pass (None: each batch in one pass)."""
+          scoring_mode: str = "eval", scoring_batch_size=None):
+    """scoring_mode: "eval" (the NPB harness, default) | "train" (BatchNorm on batch
+    statistics, as the GraSP paper); scoring_batch_size: images per double-backward pass
+    (None: each batch in one pass)."""
     check_scoring_batch_size(scoring_batch_size)
     k = global_budget(model, sparsity)
     batches = batches_on(data, model_device(model))
-    # train mode: BatchNorm normalises with the batch statistics, as in the original
-    work = twice_differentiable(working_copy(model, train=True))
+    work = twice_differentiable(working_copy(model, train=scoring_mode == "train"))
     scores = grasp_scores(work, micro_batches(batches, scoring_batch_size), float(temperature))
     g = torch.Generator().manual_seed(seed)
     return Mask(global_topk(scores, k, g), data_info(batches))

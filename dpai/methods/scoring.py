@@ -12,9 +12,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core import rules
 from ..core.budget import check_sparsity, global_budget
 from ..models import num_prunable, prunable_layers
 from ..core.select import global_topk
+
+
+# BatchNorm during the scoring passes of the data-driven baselines: "eval" normalises with the
+# running statistics (the identity at init), the default of the Synaptic-Flow prune loop that
+# the NPB and DPaI harnesses run (they never pass --prune-train-mode); "train" normalises with
+# the batch's statistics, as the SNIP, FORCE and GraSP papers and NTK-SAP's harness
+SCORING_MODE = rules.one_of("eval", "train")
 
 
 def working_copy(model: nn.Module, train: bool, dtype: torch.dtype | None = None) -> nn.Module:

@@ -139,6 +139,9 @@ def figure_csv(summary: pd.DataFrame) -> str:
     return figure_frame(summary).to_csv(index=False, float_format="%.6g")
 
 
+MARKERS = ("o", "s", "^", "D")
+
+
 def compression(sparsity) -> np.ndarray:
     """-log10(density): 0.6838 -> 0.5, 0.9 -> 1, 0.99 -> 2 (the paper's x axis)."""
     return -np.log10(1 - np.asarray(sparsity, dtype=float))
@@ -153,15 +156,16 @@ def plot_figure(summary: pd.DataFrame, path, *, dataset: str, model: str):
     panels = [("final_test_acc_mean", "final test accuracy (%)"),
               ("ln_effective_nodes", "ln effective nodes"),
               ("log_paths_exact", "log effective paths")]
-    for method, rows in frame.groupby("method", sort=False):
+    for i, (method, rows) in enumerate(frame.groupby("method", sort=False)):
+        # matplotlib's cycle has 10 colours: past the tenth method the marker tells them apart
+        style = {"color": f"C{i % 10}", "marker": MARKERS[i // 10 % len(MARKERS)]}
         x = compression(rows["sparsity"])
         std = rows["final_test_acc_std"].fillna(0.0)
-        line = axes[0].errorbar(x, rows["final_test_acc_mean"], yerr=std, marker="o",
-                                capsize=3, label=method)
-        color = line.lines[0].get_color()
+        axes[0].errorbar(x, rows["final_test_acc_mean"], yerr=std, capsize=3, label=method,
+                         **style)
         for ax, (column, _) in zip(axes[1:], panels[1:]):
             values = rows[column].where(np.isfinite(rows[column]))
-            ax.plot(x, values, marker="o", color=color, label=method)
+            ax.plot(x, values, label=method, **style)
     for ax, (_, label) in zip(axes, panels):
         ax.set_xticks(compression(sparsities), [sparsity_label(s) for s in sparsities])
         ax.set(xlabel="sparsity", ylabel=label, title=label)

@@ -23,10 +23,6 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def is_distributed() -> bool:
-    return world_size() > 1 or (dist.is_available() and dist.is_initialized())
-
-
 def is_main() -> bool:
     """True on the rank that writes files (rank 0, or the only process)."""
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
