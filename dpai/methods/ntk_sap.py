@@ -34,7 +34,7 @@ from ..core.mask import Mask
 from ..core.select import global_topk
 from ..models import INIT, input_shape
 from .registry import register
-from .scoring import SCORING_MODE, exponential_counts, weights, working_copy
+from .scoring import SCORING_MODE, exponential_counts, last, weights, working_copy
 
 REDRAW = ("model", "kaiming_normal", "kaiming_uniform")
 
@@ -64,9 +64,8 @@ def _draw(shape: torch.Size, kind: str, g: torch.Generator) -> torch.Tensor:
 
 def noise_batches(images: int, batch_size: int) -> list[int]:
     """Batch sizes of the reference's prune loader over `images` samples (last one partial)."""
-    sizes = [batch_size] * (images // batch_size) + ([images % batch_size] if images % batch_size
-                                                     else [])
-    return sizes
+    full, rest = divmod(images, batch_size)
+    return [batch_size] * full + ([rest] if rest else [])
 
 
 def _num_classes(model: nn.Module, work: nn.Module, shape) -> int:
@@ -173,11 +172,9 @@ def ntk_sap(model, sparsity, *, seed, data=None, rounds: int = 20, draws: int = 
             scoring_mode: str = "train", init: str = "model"):
     """Defaults: the CIFAR-10 run of the reference's scripts/run.sh (T=20, R=5, eps=0.01,
     --prune-train-mode True) with its loader defaults (10 images per class, batches of 256)."""
-    mask = None
-    for mask in ntk_sap_masks(model, sparsity, seed=seed, rounds=rounds, draws=draws,
+    mask = last(ntk_sap_masks(model, sparsity, seed=seed, rounds=rounds, draws=draws,
                               epsilon=epsilon, noise_per_class=noise_per_class,
                               noise_batch_size=noise_batch_size, scoring_mode=scoring_mode,
-                              init=init):
-        pass
+                              init=init))
     return Mask(mask, {"rounds": rounds, "draws": draws, "schedule": "exponential",
                        "redraw": _redraw_kind(model, init)})

@@ -36,7 +36,8 @@ from ..core.mask import Mask
 from ..core.select import global_topk
 from ..models import input_shape, prunable_layers
 from .registry import register
-from .scoring import batches_on, check_rounds, data_info, exponential_counts, working_copy
+from .scoring import (batches_on, check_rounds, data_info, exponential_counts, last,
+                      working_copy)
 
 VERSIONS = ("fixed", "head", "release")
 NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
@@ -181,9 +182,7 @@ def px(model, sparsity, *, seed, data=None, rounds: int = 100, version: str = "f
     # 100 rounds, exponential schedule: the reference's launch_scripts/cifar10.sh
     check_rounds(rounds)
     batches = batches_on(data, model_device(model))
-    mask = None
-    for mask in px_masks(model, sparsity, seed=seed, data=batches, rounds=rounds,
-                         version=version):
-        pass
+    mask = last(px_masks(model, sparsity, seed=seed, data=batches, rounds=rounds,
+                         version=version))
     return Mask(mask, {"rounds": rounds, "schedule": "exponential", "version": version,
                        **data_info(batches)})
