@@ -10,6 +10,7 @@ deterministic), so the tests compare our implementation with it without the refe
 """
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -102,8 +103,9 @@ def mask_hash(masks: list[torch.Tensor]) -> str:
 
 def checkout(repo: str, commit: str, source: str | None = None) -> Path:
     """A temporary work tree of `repo` ("owner/name") at `commit`, from `source` (a clone or a
-    bare git directory; default: the fetched copy under $WORK/.mirror)."""
-    git_dir = Path(source) if source else Path("/work/.mirror") / repo.replace("/", "+") / "repo"
+    bare git directory; default: the fetched copy under $WORK/.mirror, WORK=/work unless set)."""
+    mirror = Path(os.environ.get("WORK", "/work")) / ".mirror"
+    git_dir = Path(source) if source else mirror / repo.replace("/", "+") / "repo"
     if not git_dir.exists():
         raise SystemExit(f"no copy of {repo} at {git_dir}: clone github.com/{repo} and pass "
                          f"its path with --source")
