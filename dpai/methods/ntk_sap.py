@@ -53,13 +53,10 @@ def _redraw_kind(model: nn.Module, init: str) -> str:
 
 
 def _draw(shape: torch.Size, kind: str, g: torch.Generator) -> torch.Tensor:
-    """A Kaiming (fan-in, ReLU gain sqrt 2) draw on the CPU: std sqrt(2 / fan_in), the uniform
-    one with the same variance, as nn.init.kaiming_*_ (fan_in = numel / out, 1-D: numel)."""
-    fan_in = math.prod(shape[1:]) if len(shape) > 1 else shape[0]
-    std = math.sqrt(2.0 / fan_in)
-    if kind == "kaiming_normal":
-        return torch.randn(shape, generator=g) * std
-    return (torch.rand(shape, generator=g) * 2 - 1) * (math.sqrt(3.0) * std)
+    """A re-draw on the CPU with the models' init (dpai.models.init_weights: Kaiming, fan-in,
+    ReLU gain), from the search's generator."""
+    fill = {"kaiming_normal": nn.init.kaiming_normal_, "kaiming_uniform": nn.init.kaiming_uniform_}
+    return fill[kind](torch.empty(shape), mode="fan_in", nonlinearity="relu", generator=g)
 
 
 def noise_batches(images: int, batch_size: int) -> list[int]:
@@ -68,11 +65,12 @@ def noise_batches(images: int, batch_size: int) -> list[int]:
     return [batch_size] * full + ([rest] if rest else [])
 
 
-def _num_classes(model: nn.Module, work: nn.Module, shape) -> int:
+def _num_classes(model: nn.Module, shape) -> int:
     n = getattr(model, "num_classes", None)
-    if n is None:  # a hand-made model: the width of its output
+    if n is None:  # a hand-made model: the width of its output, on a copy in eval mode
         with torch.no_grad():
-            n = work(torch.zeros(2, *shape, device=model_device(work))).shape[-1]
+            probe = working_copy(model, train=False)
+            n = probe(torch.zeros(2, *shape, device=model_device(model))).shape[-1]
     return int(n)
 
 
@@ -148,9 +146,7 @@ def ntk_sap_masks(model, sparsity, *, seed, rounds=20, draws=5, epsilon=0.01, no
     """Yield the mask after each round (kept d^(t/T) of the prunable weights, t = 1..T)."""
     shape = input_shape(model)
     counts = exponential_counts(model, sparsity, rounds)
-    probe = working_copy(model, train=False)
-    sizes = noise_batches(noise_per_class * _num_classes(model, probe, shape), noise_batch_size)
-    del probe
+    sizes = noise_batches(noise_per_class * _num_classes(model, shape), noise_batch_size)
     if 1 in sizes and _norms(model):
         raise ValueError(f"noise_batch_size={noise_batch_size!r} leaves a batch of one image, "
                          "whose BatchNorm statistics are undefined: choose another size")

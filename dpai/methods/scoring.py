@@ -107,11 +107,15 @@ def check_rounds(rounds) -> int:
     return rounds
 
 
-def exponential_counts(model: nn.Module, sparsity: float, rounds: int) -> list[int]:
-    """Kept counts round(N * d^(t/T)), t = 1..T; the last is exactly global_budget."""
+def exponential_counts(model: nn.Module, sparsity: float, rounds: int,
+                       floor_pruned: bool = False) -> list[int]:
+    """Kept counts round(N * d^(t/T)), t = 1..T; the last is exactly global_budget.
+    floor_pruned: N - floor((1 - d^(t/T)) * N), the Synaptic-Flow prune loop's rule (a loop that
+    re-admits weights is chaotic: one weight more or less in a round gives another mask)."""
     check_rounds(rounds)
     n, density = num_prunable(model), 1 - check_sparsity(sparsity)
-    counts = [round(n * density ** (t / rounds)) for t in range(1, rounds + 1)]
+    kept = (lambda d: n - math.floor((1 - d) * n)) if floor_pruned else (lambda d: round(n * d))
+    counts = [kept(density ** (t / rounds)) for t in range(1, rounds + 1)]
     counts[-1] = global_budget(model, sparsity)
     return counts
 

@@ -5,15 +5,13 @@ trained (no re-initialised copy, unlike the original SNIP code). `scoring_mode` 
 "eval" (default, the NPB/Synaptic-Flow harness that produced the DPaI paper's comparison)
 or "train" (BatchNorm on batch statistics, as the SNIP and FORCE papers and NTK-SAP's harness).
 """
-import math
-
 import torch
 
 from ..core import rules
 from ..core.budget import global_budget
 from ..core.device import model_device
 from ..core.mask import Mask
-from ..models import num_prunable, prunable_layers
+from ..models import prunable_layers
 from .registry import register
 from .scoring import (SCORING_MODE, batches_on, check_rounds, check_scoring_batch_size,
                       data_info, exponential_counts, iterative_masks, last, loss_grads,
@@ -43,15 +41,6 @@ def snip(model, sparsity, *, seed, data=None, scoring_mode: str = "eval",
     return Mask(global_topk(scores, k, g), data_info(batches))
 
 
-def readmit_counts(model, sparsity: float, rounds: int) -> list[int]:
-    """The NPB / Synaptic-Flow loop's kept counts N - floor((1 - d^(t/T)) * N); the re-admitting
-    loop is chaotic, so round(d^(t/T) * N) (one weight off in some rounds) gives other masks."""
-    n, density = num_prunable(model), 1 - sparsity
-    counts = [n - math.floor((1 - density ** (t / rounds)) * n) for t in range(1, rounds + 1)]
-    counts[-1] = global_budget(model, sparsity)
-    return counts
-
-
 def readmit_masks(work, counts, batches, generator):
     """The NPB / Synaptic-Flow loop: each round scores EVERY weight by |dL/dW_eff * W_init| on the
     masked network (a pruned weight's gradient is not zero) and keeps the top count, so pruned
@@ -77,7 +66,8 @@ def iter_snip_masks(model, sparsity, *, seed, data, rounds: int = 60, scoring_mo
     work = working_copy(model, train=scoring_mode == "train")
     g = torch.Generator().manual_seed(seed)
     if readmit:
-        return readmit_masks(work, readmit_counts(model, sparsity, rounds), batches, g)
+        counts = exponential_counts(model, sparsity, rounds, floor_pruned=True)
+        return readmit_masks(work, counts, batches, g)
     counts = exponential_counts(model, sparsity, rounds)
     return iterative_masks(work, counts, lambda w: snip_scores(w, batches), g)
 
